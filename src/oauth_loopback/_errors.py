@@ -1,0 +1,201 @@
+"""The errors oauth-loopback raises.
+
+Everything the library raises on purpose derives from :class:`OAuthLoopbackError`::
+
+    OAuthLoopbackError
+    ├── InvalidCallbackConfig        (also ValueError)   you: a setting is wrong
+    ├── CallbackPortInUse            (also OSError, errno EADDRINUSE)
+    ├── CallbackTimeout              (also TimeoutError)
+    ├── ReceiverClosed
+    ├── AuthorizationError           the authorization server said error=... (RFC 6749 §4.1.2.1)
+    │   └── AuthorizationDenied      ... error=access_denied: the user (or policy) said no
+    ├── IssuerMismatch               RFC 9207: the response came from the wrong issuer
+    └── CallbackRejected             the peer sent a request we answer with a 4xx page
+        └── (status_hint: 400, 404, 405, 421, ...)
+
+Like h11, we keep apart "you misused the API" (raised to the caller) and "the peer sent
+something bad" (:class:`CallbackRejected`, answered with a 4xx page while the receiver keeps
+serving; it reaches your code only through :meth:`CallbackReceiver.deliver`).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+from types import MappingProxyType
+
+__all__ = [
+    "AuthorizationDenied",
+    "AuthorizationError",
+    "CallbackPortInUse",
+    "CallbackRejected",
+    "CallbackTimeout",
+    "InvalidCallbackConfig",
+    "IssuerMismatch",
+    "OAuthLoopbackError",
+    "ReceiverClosed",
+]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class OAuthLoopbackError(Exception):
+    """Base class of every error oauth-loopback raises on purpose."""
+
+
+class InvalidCallbackConfig(OAuthLoopbackError, ValueError):
+    """A :class:`CallbackConfig` setting is invalid; the message names it and the fix."""
+
+
+class CallbackPortInUse(OAuthLoopbackError, OSError):
+    """The fixed callback port you asked for is held by another socket.
+
+    Raised by :func:`open_receiver` at once; nothing is retried on another port, because a
+    server that pins the redirect URI would then send the browser to whoever holds this one.
+
+    .. note:: This class inherits from :class:`OSError` (``errno`` is ``EADDRINUSE``) so code
+       that already handles bind failures keeps working.
+    """
+
+    def __init__(self, port: int, host: str, holder: str | None = None) -> None:
+        self.port = port
+        self.host = host
+        #: "pid 1234 (python3 -m http.server)" when the OS lets us see the holder.
+        self.holder = holder
+        who = f"It is held by {holder}." if holder else "Another process holds it."
+        message = (
+            f"Callback port {port} on {host} is already in use. {who} "
+            f"oauth-loopback does not fall back to another port, because the authorization "
+            f"server would then redirect your browser to whatever is listening on {port}. "
+            f"To fix it: drop the fixed port (port=None, or remove 'callbackPort' from the "
+            f"config) so the OS picks a free one, choose another with port= / 'callbackPort' / "
+            f"redirect_uri=, or stop the process holding {port}."
+        )
+        OSError.__init__(self, errno.EADDRINUSE, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[CallbackPortInUse], tuple[int, str, str | None]]:
+        return (type(self), (self.port, self.host, self.holder))
+
+
+class CallbackTimeout(OAuthLoopbackError, TimeoutError):
+    """No authorization response arrived before the wait's deadline.
+
+    The state is forgotten: a late callback for it gets a 4xx page.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        message = (
+            f"No authorization response arrived within {timeout:g} seconds. The login was "
+            f"abandoned and its state forgotten. Finish the login in the browser sooner, or "
+            f"pass a longer wait(timeout=...) / CallbackConfig(timeout=...)."
+        )
+        TimeoutError.__init__(self, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[CallbackTimeout], tuple[float]]:
+        return (type(self), (self.timeout,))
+
+
+class ReceiverClosed(OAuthLoopbackError):
+    """The receiver was closed while (or before) this login was waiting."""
+
+
+class AuthorizationError(OAuthLoopbackError):
+    """The authorization server answered with ``error=...`` (RFC 6749 §4.1.2.1).
+
+    The attributes use RFC 6749's vocabulary, as authlib does.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        uri: str | None = None,
+        *,
+        iss: str | None = None,
+        state: str | None = None,
+        params: Mapping[str, str] = _EMPTY,
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.uri = uri
+        self.iss = iss
+        self.state = state
+        self.params: Mapping[str, str] = MappingProxyType(dict(params))
+        detail = f": {description}" if description else ""
+        super().__init__(f"The authorization server refused the login with error={error!r}{detail}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_authorization_error,
+            (type(self), self.error, self.description, self.uri, self.iss, self.state,
+             dict(self.params)),
+        )
+
+
+def _rebuild_authorization_error(
+    cls: type[AuthorizationError],
+    error: str,
+    description: str | None,
+    uri: str | None,
+    iss: str | None,
+    state: str | None,
+    params: dict[str, str],
+) -> AuthorizationError:
+    return cls(error, description, uri, iss=iss, state=state, params=params)
+
+
+class AuthorizationDenied(AuthorizationError):
+    """The user or the server's policy denied the login (``error=access_denied``)."""
+
+
+class IssuerMismatch(OAuthLoopbackError):
+    """RFC 9207: the response's ``iss`` is missing or is not the issuer we expected.
+
+    This is what a mix-up attack looks like, so the response is discarded.
+    """
+
+    def __init__(self, expected: str, received: str | None) -> None:
+        self.expected = expected
+        self.received = received
+        if received is None:
+            what = "carried no 'iss' parameter"
+        else:
+            what = f"came from issuer {received!r}"
+        super().__init__(
+            f"The authorization response {what}, but this login expected {expected!r} "
+            f"(RFC 9207). The response was discarded. If the server is right, pass its exact "
+            f"issuer to expect(issuer=...); if it does not send 'iss', do not pass issuer=."
+        )
+
+    def __reduce__(self) -> tuple[type[IssuerMismatch], tuple[str, str | None]]:
+        return (type(self), (self.expected, self.received))
+
+
+class CallbackRejected(OAuthLoopbackError):
+    """A callback request was refused; the browser gets a page with ``status_hint``.
+
+    The receiver answers these itself and keeps serving; you only see one when you feed a
+    pasted URL through :meth:`CallbackReceiver.deliver`.
+    """
+
+    def __init__(self, message: str, status_hint: int = 400, *, title: str = "Not accepted") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_hint = status_hint
+        self.title = title
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_rejected, (self.message, self.status_hint, self.title))
+
+
+def _rebuild_rejected(message: str, status_hint: int, title: str) -> CallbackRejected:
+    return CallbackRejected(message, status_hint, title=title)
