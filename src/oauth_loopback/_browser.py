@@ -92,6 +92,7 @@ async def launch_browser(url: str, open_browser: BrowserOpener | None = None) ->
     the caller should then show the URL for the user to copy.
     """
     check_browser_url(url)
+    opened: object
     if open_browser is None:
         opened = await anyio.to_thread.run_sync(webbrowser.open, url)
     else:

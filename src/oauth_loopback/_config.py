@@ -188,9 +188,9 @@ def _aliases() -> dict[str, str]:
     for field in dataclasses.fields(CallbackConfig):
         aliases[field.name] = field.name
         aliases[_camel(field.name)] = field.name
-    for field in ("port", "host", "path"):
-        aliases[f"callback_{field}"] = field
-        aliases[_camel(f"callback_{field}")] = field
+    for name in ("port", "host", "path"):
+        aliases[f"callback_{name}"] = name
+        aliases[_camel(f"callback_{name}")] = name
     return aliases
 
 

@@ -97,7 +97,9 @@ class PendingCallback:
             if self._event is not None:
                 self._event.set()
 
-    async def wait(self, timeout: float | None = None) -> AuthorizationResponse:
+    # DESIGN §3's one deliberate timeout= parameter: a login must not hang forever by
+    # default. It is implemented with a cancel scope.
+    async def wait(self, timeout: float | None = None) -> AuthorizationResponse:  # noqa: ASYNC109
         """Wait for the authorization response and return it.
 
         :param timeout: seconds; ``None`` uses :attr:`CallbackConfig.timeout` (300 s by
@@ -480,7 +482,8 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
     listeners: list[SocketListener] = []
     try:
         for sock in sockets:
-            listeners.append(await SocketListener.from_socket(sock))
+            # One at a time, so a failure knows which sockets are already wrapped.
+            listeners.append(await SocketListener.from_socket(sock))  # noqa: PERF401
     except BaseException:
         for sock in sockets[len(listeners) :]:
             sock.close()
@@ -495,7 +498,7 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             tg.start_soon(receiver._accept_loop, listener, tg)
         try:
             yield receiver
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  (re-raised below, never swallowed)
             # Re-raised below, outside the task group, so callers see their own exception
             # (``except AuthorizationDenied:``), never an ExceptionGroup of ours.
             failure = exc
