@@ -467,3 +467,12 @@ async def test_open_receiver_rejects_a_mapping() -> None:
     with pytest.raises(TypeError, match="from_mapping"):
         async with ol.open_receiver({"callbackPort": 1}):  # type: ignore[arg-type]
             pass
+
+
+async def test_outer_cancellation_closes_the_receiver_cleanly() -> None:
+    """A deadline around the whole block cancels the wait and closes the receiver, no error."""
+    with anyio.move_on_after(0.05) as scope:
+        async with ol.open_receiver() as rx:
+            await rx.expect().wait(timeout=10)
+    assert scope.cancelled_caught
+    assert rx.closed
