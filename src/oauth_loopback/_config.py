@@ -78,6 +78,10 @@ class CallbackConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: Seconds a connection may take to send its request before it is closed.
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: Sticky port (opt-in, ephemeral mode only): try this port first, e.g. the one a stored
+    #: client registration names, and fall back to an OS-chosen port (logged at INFO) when
+    #: it is busy. Unlike ``port=``, never raises :class:`CallbackPortInUse`.
+    prefer_port: int | None = None
 
     def __post_init__(self) -> None:
         port = _check_port(self.port, "port")
@@ -108,6 +112,15 @@ class CallbackConfig:
         object.__setattr__(self, "port", port)
         object.__setattr__(self, "host", host)
         object.__setattr__(self, "path", path)
+        prefer_port = _check_port(self.prefer_port, "prefer_port")
+        if prefer_port is not None and port is not None:
+            msg = (
+                f"prefer_port={prefer_port} cannot be combined with the fixed port {port} "
+                f"(from port=/callbackPort or the redirect_uri). prefer_port falls back to "
+                f"another port when busy, a fixed port never does: keep one of the two."
+            )
+            raise InvalidCallbackConfig(msg)
+        object.__setattr__(self, "prefer_port", prefer_port)
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _check_seconds(self.timeout, "timeout"))
         object.__setattr__(self, "read_timeout", _check_seconds(self.read_timeout, "read_timeout"))
@@ -180,6 +193,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "app_name": (str,),
     "max_connections": (int,),
     "read_timeout": (int, float),
+    "prefer_port": (int, type(None)),
 }
 
 
@@ -250,6 +264,16 @@ def _check_path(path: object, name: str) -> str:
             f"percent-encode them or choose a plain path such as '/callback'."
         )
         raise InvalidCallbackConfig(msg)
+    dot_segments = {".", "..", "%2e", "%2e%2e", ".%2e", "%2e."}
+    if any(segment.lower() in dot_segments for segment in path.split("/")):
+        # Browsers remove dot segments before sending (RFC 3986 §5.2.4), so a callback to
+        # "/cb/../x" arrives as "/x" and would never match.
+        msg = (
+            f"{name} {path!r} contains '.' or '..' segments, which browsers remove before "
+            f"sending the request, so the callback would never match. Use a plain path such "
+            f"as '/callback'."
+        )
+        raise InvalidCallbackConfig(msg)
     return path
 
 
@@ -269,6 +293,14 @@ def _parse_redirect_uri(uri: object) -> tuple[str, int | None, str]:
     """Return (host, port or None, path) of a loopback redirect URI, or refuse it."""
     if not isinstance(uri, str):
         msg = f"redirect_uri must be a string, not {uri!r}."
+        raise InvalidCallbackConfig(msg)
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in uri):
+        # urlsplit silently drops tabs and newlines ("…:80\n80/" becomes port 8080) and strips
+        # leading spaces; what the server has registered would then differ from what we serve.
+        msg = (
+            f"redirect_uri {uri!r} contains spaces or control characters. Give it exactly as "
+            f"registered with the authorization server, such as http://127.0.0.1:8765/callback."
+        )
         raise InvalidCallbackConfig(msg)
     parts = urlsplit(uri)
     if parts.scheme != "http":
@@ -296,6 +328,15 @@ def _parse_redirect_uri(uri: object) -> tuple[str, int | None, str]:
         msg = (
             f"redirect_uri {uri!r} contains a query string; the receiver matches the path "
             f"exactly and does not support one. Use a plain path such as /callback."
+        )
+        raise InvalidCallbackConfig(msg)
+    port_text = parts.netloc.rpartition("]")[2].rpartition(":")[2] if ":" in parts.netloc else ""
+    if len(port_text) > 1 and port_text.startswith("0"):
+        # "…:08765/" would be served and exchanged as "…:8765/", which the authorization
+        # server compares as a different string (RFC 6749 §3.1.2.3).
+        msg = (
+            f"redirect_uri {uri!r} writes its port with a leading zero. Write the port "
+            f"without it, as registered with the authorization server."
         )
         raise InvalidCallbackConfig(msg)
     try:

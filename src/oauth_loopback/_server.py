@@ -274,7 +274,10 @@ class CallbackReceiver:
         )
 
     async def _serve_connection(self, stream: SocketStream, slot: _Slot) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        # h11 checks its limit only while an event is incomplete, so a head that completes
+        # inside the read that crosses the limit would slip through: _read_request never
+        # reads past MAX_REQUEST_HEAD, and h11 refuses a buffer of that size still incomplete.
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
         deadline = self.config.read_timeout
         try:
             with slot.scope:
@@ -311,13 +314,19 @@ class CallbackReceiver:
     async def _read_request(
         self, conn: h11.Connection, stream: SocketStream, slot: _Slot
     ) -> h11.Request | None:
+        received = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
+                room = MAX_REQUEST_HEAD - received
+                if room <= 0:  # h11 skipped some bytes (blank lines) and still has no request
+                    msg = "request head too large"
+                    raise h11.RemoteProtocolError(msg, error_status_hint=431)
                 try:
-                    data = await stream.receive(_RECEIVE_SIZE)
+                    data = await stream.receive(min(_RECEIVE_SIZE, room))
                 except anyio.EndOfStream:
                     data = b""
+                received += len(data)
                 slot.last_activity = anyio.current_time()
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
@@ -389,11 +398,29 @@ class _Slot:
 def _bind(config: CallbackConfig) -> tuple[list[socket.socket], str, int]:
     """Bind and listen (synchronously: bind() and listen() never block).
 
-    Returns the listening sockets, the host and the bound port.
+    Returns the listening sockets, the host and the bound port. ``prefer_port`` (sticky
+    port, ephemeral mode only) is tried first; busy, it falls back to an OS-chosen port.
     """
+    if config.prefer_port is not None and config.port is None:
+        try:
+            bound = _bind_port(config, config.prefer_port, fixed=True)
+        except (CallbackPortInUse, PermissionError) as exc:
+            logger.info(
+                "preferred callback port %d is unavailable (%s); listening on a port the OS "
+                "picks instead, so the redirect URI changes",
+                config.prefer_port,
+                "in use" if isinstance(exc, CallbackPortInUse) else "permission denied",
+            )
+        else:
+            logger.info("listening on the preferred callback port %d", config.prefer_port)
+            return bound
+    return _bind_port(config, config.port or 0, fixed=config.port is not None)
+
+
+def _bind_port(
+    config: CallbackConfig, port: int, *, fixed: bool
+) -> tuple[list[socket.socket], str, int]:
     host = config.host
-    fixed = config.port is not None
-    port = config.port or 0
     if host != "localhost":
         family = socket.AF_INET6 if host == "::1" else socket.AF_INET
         sock = _listen(family, host, port, fixed=fixed)
@@ -447,6 +474,13 @@ def _listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) 
                 sys.platform == "win32" and exc.errno == errno.EACCES
             ):
                 raise CallbackPortInUse(port, host, describe_port_holder(port)) from exc
+            if exc.errno == errno.EACCES:
+                msg = (
+                    f"The operating system refused to let this process listen on port {port} "
+                    f"of {host} (ports below 1024 usually need privileges). Use an ephemeral "
+                    f"port (port=None, no 'callbackPort') or a fixed port from 1024 up."
+                )
+                raise PermissionError(errno.EACCES, msg) from exc
             raise
         sock.listen(_BACKLOG)
         sock.setblocking(False)
