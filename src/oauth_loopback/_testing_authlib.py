@@ -227,7 +227,9 @@ class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
     """An authlib request over our :class:`HttpRequest`: query args + urlencoded form."""
 
     def __init__(self, request: HttpRequest, origin: str) -> None:
-        super().__init__(method=request.method, uri=origin + request.target, headers=request.headers)
+        super().__init__(
+            method=request.method, uri=origin + request.target, headers=request.headers
+        )
         self._args = parse_qsl(request.query, keep_blank_values=True)
         self._form: list[tuple[str, str]] = []
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -384,6 +386,23 @@ class _RegistrationEndpoint(rfc7591.ClientRegistrationEndpoint):  # type: ignore
         return dict(self.server.backend.metadata)
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
+        if not request.payload.data:
+            msg = "Send the client metadata as a JSON object (RFC 7591 section 3.1)."
+            raise InvalidRequestError(msg)
+        uris = request.payload.data.get("redirect_uris")
+        if (
+            not isinstance(uris, list)
+            or not uris
+            or not all(isinstance(u, str) and is_loopback_http(u) for u in uris)
+        ):
+            # RFC 7591 §3.2.2: invalid_redirect_uri. Checked before authlib's claims so the
+            # client gets this code. Only loopback http redirects: this is a test server for
+            # native clients, and must never send a browser anywhere else.
+            msg = (
+                "This test server accepts only loopback http redirect URIs such as "
+                "http://127.0.0.1/callback (RFC 8252 section 7.3)."
+            )
+            raise rfc7591.InvalidRedirectURIError(msg)
         metadata: dict[str, Any] = super().extract_client_metadata(request)
         # The OpenID claims class is here for ``application_type`` only: drop the OpenID
         # defaults it fills in (id_token_signed_response_alg, ...) that the client never sent.
@@ -391,15 +410,6 @@ class _RegistrationEndpoint(rfc7591.ClientRegistrationEndpoint):  # type: ignore
         for name in _OIDC_DEFAULTS:
             if name not in sent:
                 metadata.pop(name, None)
-        uris = metadata.get("redirect_uris") or []
-        if not uris or not all(isinstance(u, str) and is_loopback_http(u) for u in uris):
-            # RFC 7591 §3.2.2: invalid_redirect_uri. Only loopback http redirects: this is
-            # a test server for native clients, and must never redirect a browser away.
-            msg = (
-                "This test server accepts only loopback http redirect URIs such as "
-                "http://127.0.0.1/callback (RFC 8252 section 7.3)."
-            )
-            raise rfc7591.InvalidRedirectURIError(msg)
         return metadata
 
     def generate_client_info(self, request: Any) -> dict[str, Any]:
@@ -598,4 +608,3 @@ def token_error_response(error: str, description: str) -> HttpResponse:
     status = 401 if error == "invalid_client" else 400
     body = json.dumps({"error": error, "error_description": description}).encode()
     return HttpResponse(status, body, [*_JSON, ("Cache-Control", "no-store")])
-

@@ -96,6 +96,10 @@ class _TooLarge(Exception):
     """The request body is over :data:`MAX_REQUEST_BODY`."""
 
 
+class _HeadTooLarge(Exception):
+    """The request line and headers are over :data:`MAX_REQUEST_HEAD`."""
+
+
 class _BadHeaders(Exception):
     """A header that must appear once appeared twice."""
 
@@ -196,6 +200,8 @@ class HttpServer:
                 status = exc.error_status_hint
             except _TooLarge:
                 status = 413
+            except _HeadTooLarge:
+                status = 431
             except _BadHeaders:
                 status = 400
             else:
@@ -224,6 +230,11 @@ class HttpServer:
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 head = event
+                # h11 caps only a head that arrives incomplete; a complete one that is too
+                # big (one large write) is refused here, so the cap holds either way.
+                size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if size > MAX_REQUEST_HEAD:
+                    raise _HeadTooLarge
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and int(length) > MAX_REQUEST_BODY:
                     raise _TooLarge
@@ -243,7 +254,9 @@ class HttpServer:
             else:
                 return None  # ConnectionClosed, or PAUSED after a request we answered
 
-    async def _send(self, conn: h11.Connection, stream: SocketStream, response: HttpResponse) -> None:
+    async def _send(
+        self, conn: h11.Connection, stream: SocketStream, response: HttpResponse
+    ) -> None:
         headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
         reason = _REASONS.get(response.status, b"")
