@@ -648,3 +648,132 @@ def test_authorize_names_are_exported_lazily() -> None:
     assert issubclass(ol.TokenError, ol.AuthorizationError)
     with pytest.raises(AttributeError):
         _ = ol.no_such_name
+
+
+# --- end to end against the embedded authorization server ----------------------------------
+
+
+async def _login_embedded(server: Any, **kwargs: Any) -> ol.Token:
+    from oauth_loopback.testing import follow_redirects
+
+    kwargs.setdefault("open_browser", follow_redirects)
+    kwargs.setdefault("timeout", 20)
+    return await ol.authorize(server.issuer, **kwargs)
+
+
+async def test_embedded_server_login_with_dynamic_registration() -> None:
+    """A full login against the embedded server registers a client and gets its token."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(exact_redirect_match=True) as server:
+        token = await _login_embedded(server, resource="https://mcp.example/mcp")
+        (issued,) = server.issued_tokens
+        (client,) = server.clients.values()
+    assert token.access_token == issued.access_token
+    assert token.refresh_token == issued.refresh_token
+    assert issued.grant_type == "authorization_code"
+    assert issued.resource == ("https://mcp.example/mcp",)
+    assert client.dynamic
+    assert client.token_endpoint_auth_method == "none"
+    # exact_redirect_match: only the live redirect URI (with its real port) could work.
+    assert client.redirect_uris[0].startswith("http://127.0.0.1:")
+
+
+async def test_embedded_server_login_with_pre_registered_client() -> None:
+    """A pre-registered public client logs in on any loopback port (RFC 8252 §7.3)."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(registration=False) as server:
+        client_id = server.register_client(["http://127.0.0.1/callback"])
+        token = await _login_embedded(server, client_id=client_id)
+        (issued,) = server.issued_tokens
+    assert token.access_token == issued.access_token
+    assert issued.client_id == client_id
+
+
+async def test_embedded_server_with_issuer_path() -> None:
+    """An issuer with a path is discovered at the path-aware RFC 8414 URL."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(path_prefix="/tenant1") as server:
+        assert server.issuer.endswith("/tenant1")
+        steps: list[tuple[str, str]] = []
+        await _login_embedded(server, on_step=lambda n, d: steps.append((n, d)))
+    discovery = dict(steps)["discovery"]
+    assert "/.well-known/oauth-authorization-server/tenant1" in discovery
+
+
+async def test_embedded_server_denial() -> None:
+    """deny=True: the login raises AuthorizationDenied and no token is issued."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(deny=True) as server:
+        with pytest.raises(ol.AuthorizationDenied):
+            await _login_embedded(server)
+        assert not server.issued_tokens
+
+
+async def test_embedded_server_wrong_iss() -> None:
+    """wrong_iss=True: RFC 9207 mix-up defence raises IssuerMismatch."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(wrong_iss=True) as server:
+        with pytest.raises(ol.IssuerMismatch) as caught:
+            await _login_embedded(server)
+        assert caught.value.expected == server.issuer
+        assert not server.issued_tokens
+
+
+async def test_embedded_server_token_error() -> None:
+    """token_error='invalid_grant': TokenError carries the RFC 6749 §5.2 error and status."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(token_error="invalid_grant") as server:
+        with pytest.raises(ol.TokenError) as caught:
+            await _login_embedded(server)
+    assert caught.value.error == "invalid_grant"
+    assert caught.value.status_code == 400
+
+
+async def test_embedded_server_discovery_failure_names_the_urls() -> None:
+    """A wrong issuer path: every well-known URL is named with its HTTP status."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer() as server:
+        issuer = f"{server.issuer}/nope"
+        with pytest.raises(ol.DiscoveryError) as caught:
+            await ol.authorize(issuer, open_browser=lambda url: True)
+    message = str(caught.value)
+    for url in _oauth.discovery_urls(issuer):
+        assert url in message
+    assert f"{server.issuer}/.well-known/oauth-authorization-server/nope (HTTP 404)" in message
+
+
+async def test_embedded_server_without_registration_needs_client_id() -> None:
+    """No registration endpoint and no client_id: a clear UnsupportedServer."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(registration=False) as server:
+        with pytest.raises(ol.UnsupportedServer, match="client_id"):
+            await _login_embedded(server)
+
+
+async def test_embedded_server_paste_fallback() -> None:
+    """No browser reaches the receiver: the user pastes the redirect address and logs in."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer() as server:
+
+        async def read_line(prompt: str) -> str | None:
+            # "Another machine's browser": load the URL from the prompt, stop at the redirect.
+            url = next(w for w in prompt.split() if w.startswith(server.issuer))
+            async with httpx2.AsyncClient(trust_env=False) as browser:
+                reply = await browser.get(url)
+            assert reply.status_code in (302, 303)
+            return str(reply.headers["location"])
+
+        token = await ol.authorize(
+            server.issuer, paste=True, read_line=read_line, timeout=20
+        )
+        (issued,) = server.issued_tokens
+    assert token.access_token == issued.access_token

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import ssl
 import stat
 import sys
 import time
@@ -293,7 +294,7 @@ class Token(Mapping[str, object]):
 def _check_issuer(issuer: object) -> str:
     """An issuer is an https URL with no query or fragment (RFC 8414 §2); http on loopback
     is allowed for local test servers such as :mod:`oauth_loopback.testing`."""
-    if not isinstance(issuer, str) or not issuer:
+    if not isinstance(issuer, str):
         msg = f"issuer must be the authorization server's URL as a string, not {issuer!r}."
         raise TypeError(msg)
     parts = urlsplit(issuer)
@@ -420,9 +421,16 @@ class _Client:
         scope: str | None,
         transport: httpx2.AsyncBaseTransport | None,
     ) -> None:
-        host = urlsplit(issuer).hostname or ""
+        parts = urlsplit(issuer)
+        loopback = is_loopback_host(parts.hostname or "")
         # Proxy settings from the environment must never divert loopback traffic.
-        trust_env = not is_loopback_host(host)
+        trust_env = not loopback
+        verify: ssl.SSLContext | bool = True
+        if loopback and parts.scheme == "http":
+            # A local (test) server over plain http needs no CA store, and loading one costs
+            # tens of milliseconds. A context that trusts no CA fails closed should its
+            # metadata ever name an https endpoint.
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._token_reply: httpx2.Response | None = None
         self._authlib: Any = AsyncOAuth2Client(
             client_id=None,
@@ -432,6 +440,7 @@ class _Client:
             code_challenge_method="S256",
             transport=transport,
             trust_env=trust_env,
+            verify=verify,
             timeout=_HTTP_TIMEOUT,
             follow_redirects=False,
         )
