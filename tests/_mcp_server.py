@@ -14,8 +14,8 @@ MODE decides how the authorization server matches redirect URIs:
     a registered loopback redirect URI. (The SDK's stock server matches exactly even for
     native clients; this mode overrides ``validate_redirect_uri`` to follow the RFC.)
 ``exact``
-    Exact string matching, and the server does not know ``application_type`` (it drops it
-    from the registration, as servers that predate SEP-837 do).
+    The SDK's stock behaviour: it echoes ``application_type: native`` and still matches
+    redirect URIs exactly (``OAuthClientInformationFull.validate_redirect_uri``).
 
 Append ``+iss`` to MODE to add the RFC 9207 ``iss`` parameter to authorization responses.
 """
@@ -91,9 +91,6 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
                 client_info.model_dump()
             )
         else:
-            # The handler serialises this same object as the response: the client sees a
-            # registration without application_type, like one from a pre-SEP-837 server.
-            client_info.application_type = None
             self.clients[client_info.client_id] = client_info
 
     async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:

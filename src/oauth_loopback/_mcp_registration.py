@@ -8,8 +8,8 @@ with an ephemeral port asks for ``http://127.0.0.1:PORT_A/callback``; on the nex
 port is PORT_B. RFC 8252 §7.3 tells authorization servers to accept any port on a loopback
 redirect URI of a native client, so such a registration can be kept; a server that matches
 redirect URIs exactly (RFC 6749 §3.1.2.3 simple string comparison, which is what many do,
-including the MCP Python SDK's own server) rejects PORT_B, and the client must register
-again.
+including the MCP Python SDK's own server, even for native clients) rejects PORT_B, and the
+client must register again. Keeping is therefore opt-in (``keep_native=True``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def judge_registration(
     application_type: str | None,
     redirect_uri: str,
     *,
-    keep_native: bool = True,
+    keep_native: bool = False,
 ) -> Verdict:
     """Decide whether a registration listing ``registered`` can log in with ``redirect_uri``.
 

@@ -198,18 +198,20 @@ class RedirectAwareTokenStorage:
     """A ``TokenStorage`` that never hands the SDK a registration the server would reject.
 
     Wraps any SDK ``TokenStorage``. When the stored client registration does not list this
-    run's redirect URI (the ephemeral port changed), it is
+    run's redirect URI (the ephemeral port changed), it is hidden from the SDK, which then
+    registers again (RFC 7591) and stores the new registration through this wrapper,
+    replacing the stale one. Tokens are passed through untouched.
 
-    * kept when it is ``application_type: native`` and every registered URI is this one on
-      another loopback port: RFC 8252 §7.3 servers accept any port (``keep_native=True``);
-    * otherwise hidden from the SDK, which then registers again (RFC 7591) and stores the new
-      registration through this wrapper, replacing the stale one.
-
-    Servers that match redirect URIs exactly even for native clients (the MCP SDK's own
-    server does) need ``keep_native=False`` or a sticky port (``prefer_port``).
+    ``keep_native=True`` keeps a registration instead when it is ``application_type:
+    native`` and every registered URI is this one on another loopback port: RFC 8252 §7.3
+    says servers must then accept any port. It is off by default because many servers do
+    not: the MCP Python SDK's own authorization server (2.3.0) echoes ``native`` and still
+    matches redirect URIs exactly, and a rejected redirect strands the user on the server's
+    error page. Turn it on for servers you know follow §7.3; or keep the port stable with
+    ``loopback_oauth(prefer_port_from=storage)``.
     """
 
-    def __init__(self, storage: TokenStorage, redirect_uri: str, *, keep_native: bool = True) -> None:
+    def __init__(self, storage: TokenStorage, redirect_uri: str, *, keep_native: bool = False) -> None:
         self.storage = storage
         self.redirect_uri = redirect_uri
         self.keep_native = keep_native
@@ -318,7 +320,7 @@ class LoopbackOAuth:
             raise TypeError(msg)
         return OAuthClientMetadata(redirect_uris=[AnyUrl(self.redirect_uri)], **fields)
 
-    def storage(self, storage: TokenStorage, *, keep_native: bool = True) -> RedirectAwareTokenStorage:
+    def storage(self, storage: TokenStorage, *, keep_native: bool = False) -> RedirectAwareTokenStorage:
         """Wrap ``storage`` in a :class:`RedirectAwareTokenStorage` for this redirect URI."""
         return RedirectAwareTokenStorage(storage, self.redirect_uri, keep_native=keep_native)
 
@@ -329,7 +331,7 @@ class LoopbackOAuth:
         client_metadata: OAuthClientMetadata | None = None,
         *,
         issuer: str | None = None,
-        keep_native: bool = True,
+        keep_native: bool = False,
         **kwargs: Any,
     ) -> OAuthClientProvider:
         """An ``OAuthClientProvider`` wired to this receiver with its own handler pair.
