@@ -227,6 +227,31 @@ async def test_missing_iss_is_accepted_when_the_server_does_not_advertise_it() -
     assert token.access_token == "at-secret-value"
 
 
+async def test_present_wrong_iss_is_refused_even_when_not_advertised() -> None:
+    """RFC 9207 §2.4: an iss that is present must match, advertised or not."""
+    server = ScriptedServer(issue_iss=False)
+    with pytest.raises(ol.IssuerMismatch):
+        await _authorize(server, open_browser=server.browser(iss="https://evil.example"))
+    assert not server.token_forms
+
+
+async def test_present_wrong_iss_on_an_error_response_is_an_issuer_mismatch() -> None:
+    """An error response from another issuer is reported as the mix-up it is."""
+    server = ScriptedServer(issue_iss=False)
+    browser = server.browser(answer={"error": "access_denied"}, iss="https://evil.example")
+    with pytest.raises(ol.IssuerMismatch):
+        await _authorize(server, open_browser=browser)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, True, "5"])
+async def test_bad_timeout_is_refused_before_anything_starts(seconds: object) -> None:
+    """timeout must be a positive number; nothing is bound or requested otherwise."""
+    server = ScriptedServer()
+    with pytest.raises(ValueError, match="timeout"):
+        await ol.authorize(ISSUER, transport=server.transport(), timeout=seconds)  # type: ignore[arg-type]
+    assert not server.requests
+
+
 # --- refusals from the server or the user ---------------------------------------------------
 
 

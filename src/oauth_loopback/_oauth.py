@@ -46,7 +46,7 @@ from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._browser import _is_loopback_host as is_loopback_host
 from ._config import CallbackConfig
 from ._core import AuthorizationResponse
-from ._errors import AuthorizationError, CallbackRejected, OAuthLoopbackError
+from ._errors import AuthorizationError, CallbackRejected, IssuerMismatch, OAuthLoopbackError
 from ._server import CallbackReceiver, PendingCallback, open_receiver
 
 __all__ = [
@@ -810,6 +810,13 @@ async def _register(
     )
 
 
+def _check_present_iss(iss: str | None, issuer: str) -> None:
+    """RFC 9207 §2.4: an ``iss`` that is present must match, even when the server's metadata
+    does not advertise it (when it does, the receiver has already insisted on it)."""
+    if iss is not None and iss != issuer:
+        raise IssuerMismatch(issuer, iss)
+
+
 def _step(on_step: StepCallback | None, name: str, detail: str) -> None:
     if on_step is not None:
         on_step(name, detail)
@@ -893,6 +900,11 @@ async def authorize(
     if resource is not None and (not isinstance(resource, str) or not resource):
         msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
         raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
+        raise ValueError(msg)
     if config is None:
         config = CallbackConfig()
     if paste and read_line is None:
@@ -950,9 +962,14 @@ async def authorize(
                 _step(on_step, "redirect", f"browser sent to {endpoint}")
             else:
                 _step(on_step, "redirect", f"waiting for the user to open {endpoint}")
-            response = await _wait_for_response(
-                receiver, pending, timeout, read_line, first_prompt
-            )
+            try:
+                response = await _wait_for_response(
+                    receiver, pending, timeout, read_line, first_prompt
+                )
+            except AuthorizationError as exc:
+                _check_present_iss(exc.iss, issuer)
+                raise
+            _check_present_iss(response.iss, issuer)
             checked = ", iss checked (RFC 9207)" if metadata.issues_iss else ""
             _step(on_step, "callback", f"authorization code received{checked}")
             token = await client.exchange(
