@@ -598,6 +598,7 @@ async def test_consent_page_deny_redirects_access_denied(http: httpx2.AsyncClien
         pytest.param("forged", "approve", {}, 400, id="forged-ticket"),
         pytest.param("real", "maybe", {}, 400, id="bad-decision"),
         pytest.param("real", "approve", {"Origin": "https://evil.example"}, 403, id="cross-site"),
+        pytest.param("real", "approve", {"Origin": "null"}, 403, id="opaque-origin"),
     ],
 )
 async def test_consent_post_is_csrf_safe(

@@ -73,7 +73,10 @@ _TICKET_LIFETIME = 600.0
 _PAGE_HEADERS = (
     ("Content-Type", "text/html; charset=utf-8"),
     ("Cache-Control", "no-store"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not no-referrer: browsers then send "Origin: null" with the consent form, which would
+    # defeat the origin check below. same-origin still sends nothing to other origins (the
+    # receiver is one: another port).
+    ("Referrer-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),  # the consent page must not be framed (clickjacking)
     (
         "Content-Security-Policy",
