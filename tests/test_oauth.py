@@ -413,11 +413,19 @@ async def test_metadata_with_another_issuer_is_not_used() -> None:
 async def test_unreachable_server_is_a_discovery_error() -> None:
     """Connection failures are reported per URL, not as an httpx2 exception."""
 
+    asked: list[str] = []
+
     def refuse(request: httpx2.Request) -> httpx2.Response:
+        asked.append(str(request.url))
         raise httpx2.ConnectError("connection refused", request=request)
 
-    with pytest.raises(ol.DiscoveryError, match="ConnectError"):
+    with pytest.raises(ol.DiscoveryError, match="ConnectError") as caught:
         await ol.authorize(ISSUER, transport=httpx2.MockTransport(refuse), timeout=1)
+    # The host did not answer: the other URL is named, but not asked (no doubled wait).
+    assert asked == [f"{ISSUER}/.well-known/oauth-authorization-server"]
+    assert caught.value.tried[1] == (
+        f"{ISSUER}/.well-known/openid-configuration", "not asked: the host did not answer",
+    )
 
 
 @pytest.mark.parametrize(

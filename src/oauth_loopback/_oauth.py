@@ -79,7 +79,7 @@ StepCallback = Callable[[str, str], object]
 _VERIFIER_LENGTH: Final = 48
 # Each HTTP request to the authorization server; a person is waiting, so fail in seconds
 # rather than hang, but leave room for slow identity providers.
-_HTTP_TIMEOUT: Final = 30.0
+_HTTP_TIMEOUT: Final = httpx2.Timeout(30.0, connect=10.0)
 # Token and metadata documents are small; a megabyte is far more than any real one.
 _MAX_DOCUMENT: Final = 1024 * 1024
 # Token fields whose values may be shown: everything else (tokens, secrets) is redacted.
@@ -685,12 +685,16 @@ async def _wait_for_response(
 
 async def _discover(client: _Client, issuer: str) -> _Metadata:
     tried: list[tuple[str, str]] = []
-    for url in discovery_urls(issuer):
+    urls = discovery_urls(issuer)
+    for index, url in enumerate(urls):
         try:
             response = await client.get(url)
         except httpx2.TransportError as exc:
             tried.append((url, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
-            continue
+            # Every URL is on the same host: if it did not answer one, asking the others
+            # would only multiply the wait (up to the connect timeout each).
+            tried.extend((later, "not asked: the host did not answer") for later in urls[index + 1 :])
+            break
         if response.status_code != 200:
             tried.append((url, f"HTTP {response.status_code}"))
             continue
