@@ -706,6 +706,26 @@ async def test_follow_redirects_gives_up_after_max_hops() -> None:
         assert not pending.done
 
 
+async def test_follow_redirects_cannot_click_a_consent_page() -> None:
+    """Against auto_approve=False, follow_redirects raises instead of leaving the login hanging."""
+    async with AuthorizationServer(auto_approve=False) as server, ol.open_receiver() as receiver:
+        client_id = server.register_client(["http://127.0.0.1/callback"])
+        pending = receiver.expect()
+        url = auth_url(server, client_id, receiver.redirect_uri, pending.state, generate_token(48))
+        with pytest.raises(ol.OAuthLoopbackError, match="auto_approve=True"):
+            await follow_redirects(url)
+
+
+async def test_head_gets_headers_without_a_body(http: httpx2.AsyncClient) -> None:
+    """HEAD on the metadata answers GET's headers with no body, and the connection stays usable."""
+    async with AuthorizationServer() as server:
+        head = await http.head(server.metadata_url)
+        assert head.status_code == 200
+        assert head.content == b""
+        assert int(head.headers["content-length"]) > 0
+        assert (await http.get(server.metadata_url)).json()["issuer"] == server.issuer
+
+
 # --- lifecycle and arguments -------------------------------------------------------------------
 
 

@@ -170,11 +170,12 @@ class HttpServer:
         try:
             with slot.scope:
                 while True:
-                    response = await self._next_response(conn, stream, slot)
-                    if response is None:
+                    answer = await self._next_response(conn, stream, slot)
+                    if answer is None:
                         return
+                    method, response = answer
                     with anyio.move_on_after(self._read_timeout):
-                        await self._send(conn, stream, response)
+                        await self._send(conn, stream, response, head=method == "HEAD")
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                         return
                     conn.start_next_cycle()  # keep-alive: httpx and browsers reuse connections
@@ -191,7 +192,8 @@ class HttpServer:
 
     async def _next_response(
         self, conn: h11.Connection, stream: SocketStream, slot: _Slot
-    ) -> HttpResponse | None:
+    ) -> tuple[str, HttpResponse] | None:
+        """The next request's method and its response; None when the connection is done."""
         status = 408  # what the peer gets if the deadline passes mid-request
         with anyio.move_on_after(self._read_timeout):
             try:
@@ -207,12 +209,13 @@ class HttpServer:
             else:
                 if request is None:
                     return None
-                return self._handler(request)
+                return request.method, self._handler(request)
         if conn.our_state is not h11.IDLE and conn.our_state is not h11.SEND_RESPONSE:
             return None
         if conn.their_state is h11.IDLE and status == 408:
             return None  # an idle keep-alive connection timed out: just close it
-        return HttpResponse(status, HTTPStatus(status).phrase.encode(), [("Connection", "close")])
+        phrase = HTTPStatus(status).phrase.encode()
+        return "", HttpResponse(status, phrase, [("Connection", "close")])
 
     async def _read_request(
         self, conn: h11.Connection, stream: SocketStream, slot: _Slot
@@ -255,14 +258,15 @@ class HttpServer:
                 return None  # ConnectionClosed, or PAUSED after a request we answered
 
     async def _send(
-        self, conn: h11.Connection, stream: SocketStream, response: HttpResponse
+        self, conn: h11.Connection, stream: SocketStream, response: HttpResponse, *, head: bool
     ) -> None:
         headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
         reason = _REASONS.get(response.status, b"")
         data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-        data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
-        data += conn.send(h11.EndOfMessage()) or b""
+        if not head:  # RFC 9110 §9.3.2: HEAD gets the GET headers and no body
+            data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+        data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
         await stream.send(data)
 
 

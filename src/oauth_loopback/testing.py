@@ -608,12 +608,16 @@ def _consent_page(
         '<button type="submit" name="decision" value="deny" id="deny">Deny</button>'
         "</form>"
     )
-    return _html(200, "Authorize access", body)
+    response = _html(200, "Authorize access", body)
+    # Lets follow_redirects() tell "a person must click here" from a final page.
+    response.headers.append((_CONSENT_HEADER, "required"))
+    return response
 
 
 # --- a headless stand-in for the browser ----------------------------------------------------
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CONSENT_HEADER = "X-OAuth-Loopback-Consent"
 
 
 async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
@@ -625,8 +629,9 @@ async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
     ``AuthorizationServer(auto_approve=True)`` is your receiver's callback page, so the
     waiting login wakes. Returns that last URL with ``code`` and ``state`` redacted.
 
-    A server with ``auto_approve=False`` answers with its consent page instead, which needs a
-    real browser; the returned URL is then the authorization URL.
+    A test server with ``auto_approve=False`` answers with its consent page instead, which
+    needs a real browser: that raises :class:`OAuthLoopbackError` saying so, rather than
+    leaving the login waiting.
     """
     import httpx2  # deferred: only this helper needs an HTTP client
 
@@ -651,6 +656,14 @@ async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
                     f"server (or receiver) still running?"
                 )
                 raise OAuthLoopbackError(msg) from exc
+            if response.headers.get(_CONSENT_HEADER) == "required":
+                msg = (
+                    "follow_redirects() reached the test server's consent page, which needs "
+                    "someone to press Approve or Deny. Start the server with "
+                    "AuthorizationServer(auto_approve=True) for headless runs, or drive a "
+                    "real browser."
+                )
+                raise OAuthLoopbackError(msg)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:
                 return _redact(current)
