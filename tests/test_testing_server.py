@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
@@ -648,6 +649,29 @@ async def test_oversized_requests_are_refused(http: httpx2.AsyncClient) -> None:
         assert reply.status == 431
         ok = await http.get(server.metadata_url)
         assert ok.status_code == 200
+
+
+async def test_malformed_request_gets_400_and_server_keeps_serving(
+    http: httpx2.AsyncClient,
+) -> None:
+    """Bytes that are not HTTP get a 400 answer; the next request is served normally."""
+    async with AuthorizationServer() as server:
+        reply = await _http.raw(server.port, b"NOT HTTP AT ALL\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert (await http.get(server.metadata_url)).status_code == 200
+
+
+async def test_connection_cap_closes_the_idlest(http: httpx2.AsyncClient) -> None:
+    """Past 32 open connections the idlest is closed, and a new request is still served."""
+    async with AuthorizationServer() as server, AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(await anyio.connect_tcp("127.0.0.1", server.port))
+            for _ in range(40)
+        ]
+        with anyio.fail_after(5):
+            assert (await http.get(server.metadata_url)).status_code == 200
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await streams[0].receive()  # the server closed the oldest idle one
 
 
 async def test_wrong_method_and_unknown_path(http: httpx2.AsyncClient) -> None:
