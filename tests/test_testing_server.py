@@ -658,6 +658,8 @@ async def test_malformed_request_gets_400_and_server_keeps_serving(
     async with AuthorizationServer() as server:
         reply = await _http.raw(server.port, b"NOT HTTP AT ALL\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 400 ")
+        latin = await _http.raw(server.port, b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert latin.startswith(b"HTTP/1.1 400 ")
         assert (await http.get(server.metadata_url)).status_code == 200
 
 

@@ -248,9 +248,13 @@ class HttpServer:
             elif isinstance(event, h11.EndOfMessage):
                 if head is None:  # h11 always sends Request first; never trust that blindly
                     return None
+                try:  # h11 lets obs-text through in the target; we accept ASCII only
+                    target = head.target.decode("ascii")
+                except UnicodeDecodeError:
+                    raise _BadHeaders from None
                 return HttpRequest(
                     method=head.method.decode("ascii"),
-                    target=head.target.decode("ascii"),
+                    target=target,
                     headers=_headers(list(head.headers)),
                     body=bytes(body),
                 )
