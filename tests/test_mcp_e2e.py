@@ -342,19 +342,20 @@ async def test_two_servers_log_in_concurrently_through_one_receiver(servers: dic
     """Two OAuthClientProviders log in at once on one receiver; each login wakes with its own code."""
     both_waiting = anyio.Event()
     seen: list[str] = []
+    pending_when_both_opened: list[int] = []
+    live: list[LoopbackOAuth] = []
 
-    async with loopback_oauth() as cb:
+    async def browser(url: str) -> bool:
+        seen.append(url)
+        if len(seen) == 2:
+            # Both logins are registered on the one receiver before either completes.
+            pending_when_both_opened.append(live[0].receiver.pending_count)
+            both_waiting.set()
+        await both_waiting.wait()
+        return await Browser()(url)
 
-        async def browser(url: str) -> bool:
-            seen.append(url)
-            if len(seen) == 2:
-                # Both logins are registered on the one receiver before either completes.
-                assert cb.receiver.pending_count == 2
-                both_waiting.set()
-            await both_waiting.wait()
-            return await Browser()(url)
-
-        cb._open_browser = browser  # both pairs below open through the barrier
+    async with loopback_oauth(open_browser=browser) as cb:
+        live.append(cb)
         results: dict[str, str] = {}
         storages = {mode: MemoryStorage() for mode in ("loopback", "exact")}
 
@@ -367,6 +368,7 @@ async def test_two_servers_log_in_concurrently_through_one_receiver(servers: dic
                 tg.start_soon(login, "loopback")
                 tg.start_soon(login, "exact")
     assert results == {"loopback": "hello from loopback", "exact": "hello from exact"}
+    assert pending_when_both_opened == [2]
     states = {parse_qs(urlsplit(url).query)["state"][0] for url in seen}
     assert len(states) == 2
     for storage in storages.values():
@@ -395,3 +397,36 @@ async def test_issuer_carried_by_the_response_is_checked(servers: dict[str, str]
     async with loopback_oauth(open_browser=Browser()) as cb:
         provider = cb.client_provider(server_url, MemoryStorage(), issuer=issuer)
         assert await call_whoami(server_url, provider) == "hello from loopback+iss"
+
+
+def _docs_example() -> str:
+    text = (Path(__file__).parents[1] / "docs" / "mcp.md").read_text(encoding="utf-8")
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_docs_example_logs_in_and_lists_tools(
+    servers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first example of docs/mcp.md runs as written, with the default browser launcher."""
+    opened: list[str] = []
+
+    def fake_webbrowser_open(url: str) -> bool:
+        # The default launcher runs in a worker thread, so this browser is synchronous.
+        opened.append(url)
+        with httpx2.Client(trust_env=False, follow_redirects=True, timeout=10) as client:
+            response = client.get(url)
+        return bool(response.status_code == 200 and response.url.host == "127.0.0.1")
+
+    monkeypatch.setattr("webbrowser.open", fake_webbrowser_open)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    namespace: dict[str, object] = {}
+    exec(compile(_docs_example(), "docs/mcp.md", "exec"), namespace)  # noqa: S102 - our own docs
+    list_tools = namespace["list_tools"]
+    storage = MemoryStorage()
+    with anyio.fail_after(LOGIN_DEADLINE):
+        names = await list_tools(servers["exact"], storage)  # type: ignore[operator]
+        again = await list_tools(servers["exact"], storage)  # type: ignore[operator]
+    assert names == again == ["whoami"]
+    assert len(opened) == 1  # the second call reused the stored token
+    assert storage.registrations == 1
