@@ -1,0 +1,51 @@
+"""Start-up cost as whole processes of this interpreter, interleaved so drift hits all alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from ._stats import ns
+
+# name -> argv after the interpreter. "import anyio, h11" is the reference: the receiver
+# cannot start without those two, so anything above it is ours.
+COMMANDS: dict[str, list[str]] = {
+    "python -c pass": ["-c", "pass"],
+    "import anyio, h11": ["-c", "import anyio, h11"],
+    "import oauth_loopback": ["-c", "import oauth_loopback"],
+    "oauth-loopback --help": ["-m", "oauth_loopback", "--help"],
+}
+
+# Modules the receiver must not pay for at import time (the login flow and MCP layers import
+# them lazily; trio only when it is the backend).
+HEAVY = ("authlib", "httpx2", "httpx", "trio", "mcp", "oauth_loopback._oauth")
+
+
+def measure(runs: int) -> dict[str, list[int]]:
+    """``runs`` wall-clock samples (ns) per command, round-robin after one warm-up round."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    samples: dict[str, list[int]] = {name: [] for name in COMMANDS}
+    for round_ in range(runs + 1):
+        for name, argv in COMMANDS.items():
+            t0 = ns()
+            subprocess.run(
+                [sys.executable, *argv],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if round_:  # round 0 warms the page cache and the .pyc files
+                samples[name].append(ns() - t0)
+    return samples
+
+
+def heavy_imports() -> list[str]:
+    """The heavy modules that ``import oauth_loopback`` pulls in (should be none)."""
+    code = f"import sys, oauth_loopback; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return out.split()
