@@ -93,7 +93,9 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         else:
             self.clients[client_info.client_id] = client_info
 
-    async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
+    async def authorize(
+        self, client: OAuthClientInformationFull, params: AuthorizationParams
+    ) -> str:
         code = secrets.token_urlsafe(32)
         self.codes[code] = AuthorizationCode(
             code=code,
@@ -106,7 +108,9 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
             resource=params.resource,
         )
         extra = {"iss": self.issuer} if self.send_iss else {}
-        return construct_redirect_uri(str(params.redirect_uri), code=code, state=params.state, **extra)
+        return construct_redirect_uri(
+            str(params.redirect_uri), code=code, state=params.state, **extra
+        )
 
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
@@ -128,7 +132,9 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         self.refresh[refresh] = RefreshToken(
             token=refresh, client_id=client.client_id, scopes=authorization_code.scopes
         )
-        return OAuthToken(access_token=access, token_type="Bearer", expires_in=3600, refresh_token=refresh)
+        return OAuthToken(
+            access_token=access, token_type="Bearer", expires_in=3600, refresh_token=refresh
+        )
 
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str

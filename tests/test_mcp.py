@@ -62,16 +62,30 @@ B = "http://127.0.0.1:40002/callback"
         pytest.param([A], None, False, Verdict.EXACT, id="exact-any-type"),
         pytest.param([B, A], "web", False, Verdict.EXACT, id="listed-among-others"),
         pytest.param([B], "native", True, Verdict.PORT_ONLY, id="native-port-only"),
-        pytest.param([B, "http://127.0.0.1:40003/callback"], "native", True, Verdict.PORT_ONLY, id="native-several-ports"),
+        pytest.param(
+            [B, "http://127.0.0.1:40003/callback"],
+            "native",
+            True,
+            Verdict.PORT_ONLY,
+            id="native-several-ports",
+        ),
         pytest.param([B], "native", False, Verdict.STALE, id="native-not-kept-by-default"),
         pytest.param([B], "web", True, Verdict.STALE, id="web-client"),
         pytest.param([B], None, True, Verdict.STALE, id="no-application-type"),
         pytest.param([], "native", True, Verdict.STALE, id="no-uris"),
         pytest.param(None, "native", True, Verdict.STALE, id="uris-absent"),
-        pytest.param(["http://127.0.0.1:40002/other"], "native", True, Verdict.STALE, id="other-path"),
-        pytest.param(["http://localhost:40002/callback"], "native", True, Verdict.STALE, id="other-host"),
-        pytest.param([B, "https://app.example/cb"], "native", True, Verdict.STALE, id="one-non-loopback"),
-        pytest.param(["http://127.0.0.1:40002/callback?x=1"], "native", True, Verdict.STALE, id="query"),
+        pytest.param(
+            ["http://127.0.0.1:40002/other"], "native", True, Verdict.STALE, id="other-path"
+        ),
+        pytest.param(
+            ["http://localhost:40002/callback"], "native", True, Verdict.STALE, id="other-host"
+        ),
+        pytest.param(
+            [B, "https://app.example/cb"], "native", True, Verdict.STALE, id="one-non-loopback"
+        ),
+        pytest.param(
+            ["http://127.0.0.1:40002/callback?x=1"], "native", True, Verdict.STALE, id="query"
+        ),
     ],
 )
 def test_judge_registration(
@@ -83,7 +97,9 @@ def test_judge_registration(
 
 def test_judge_registration_with_ipv6_loopback() -> None:
     """[::1] URIs that differ only by port count as the same loopback redirect."""
-    got = judge_registration(["http://[::1]:5000/cb"], "native", "http://[::1]:6000/cb", keep_native=True)
+    got = judge_registration(
+        ["http://[::1]:5000/cb"], "native", "http://[::1]:6000/cb", keep_native=True
+    )
     assert got is Verdict.PORT_ONLY
 
 
@@ -91,7 +107,9 @@ def test_judge_registration_with_ipv6_loopback() -> None:
     ("registered", "host", "path", "port"),
     [
         pytest.param([A], "127.0.0.1", "/callback", 40001, id="match"),
-        pytest.param(["https://app.example/cb", B], "127.0.0.1", "/callback", 40002, id="skips-non-loopback"),
+        pytest.param(
+            ["https://app.example/cb", B], "127.0.0.1", "/callback", 40002, id="skips-non-loopback"
+        ),
         pytest.param([A], "127.0.0.1", "/other", None, id="other-path"),
         pytest.param([A], "::1", "/callback", None, id="other-host"),
         pytest.param(["http://[::1]:5000/cb"], "::1", "/cb", 5000, id="ipv6"),
@@ -99,7 +117,9 @@ def test_judge_registration_with_ipv6_loopback() -> None:
         pytest.param(None, "127.0.0.1", "/callback", None, id="none"),
     ],
 )
-def test_loopback_port(registered: list[str] | None, host: str, path: str, port: int | None) -> None:
+def test_loopback_port(
+    registered: list[str] | None, host: str, path: str, port: int | None
+) -> None:
     """The sticky port is read only from a registered URI on the receiver's host and path."""
     assert loopback_port(registered, host, path) == port
 
@@ -212,10 +232,16 @@ async def test_callback_handler_times_out_with_the_config_deadline() -> None:
     [
         pytest.param({}, "no single 'state'", id="no-state"),
         pytest.param({"state": ""}, "no single 'state'", id="empty-state"),
-        pytest.param({"state": "s", "redirect_uri": "http://127.0.0.1:1/callback"}, "redirect_uris", id="other-redirect"),
+        pytest.param(
+            {"state": "s", "redirect_uri": "http://127.0.0.1:1/callback"},
+            "redirect_uris",
+            id="other-redirect",
+        ),
     ],
 )
-async def test_redirect_handler_refuses_urls_it_cannot_complete(params: dict[str, str], words: str) -> None:
+async def test_redirect_handler_refuses_urls_it_cannot_complete(
+    params: dict[str, str], words: str
+) -> None:
     """A URL without one state, or redirecting elsewhere, is refused before anything is registered or opened."""
     opener = Opener()
     async with loopback_oauth(open_browser=opener) as cb:
@@ -317,7 +343,9 @@ async def test_issuer_comes_from_metadata_that_advertises_iss() -> None:
         with pytest.raises(IssuerMismatch):
             await callback()
         await redirect(_url(cb, state="t"))
-        await get(cb.port, "/callback?code=c&state=t&iss=" + quote(str(provider.context.oauth_metadata.issuer)))  # type: ignore[union-attr]
+        metadata = provider.context.oauth_metadata
+        assert metadata is not None
+        await get(cb.port, "/callback?code=c&state=t&iss=" + quote(str(metadata.issuer)))
         assert (await callback()).code == "c"
 
 
@@ -397,11 +425,16 @@ async def test_storage_hides_a_stale_registration(caplog: pytest.LogCaptureFixtu
     assert inner.client_info is not None  # replaced only when the SDK stores the new one
 
 
-async def test_storage_keeps_native_registration_on_opt_in(caplog: pytest.LogCaptureFixture) -> None:
+async def test_storage_keeps_native_registration_on_opt_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """keep_native=True keeps a native registration that differs only by port, and logs why."""
     inner = MemoryStorage(_info(B))
     with caplog.at_level(logging.INFO, logger="oauth_loopback"):
-        assert await RedirectAwareTokenStorage(inner, A, keep_native=True).get_client_info() is inner.client_info
+        assert (
+            await RedirectAwareTokenStorage(inner, A, keep_native=True).get_client_info()
+            is inner.client_info
+        )
     assert "RFC 8252" in caplog.text
 
 
@@ -426,7 +459,9 @@ async def test_prefer_port_from_storage_rebinds_the_registered_port() -> None:
     assert await registered_port(storage) == port
     async with loopback_oauth(prefer_port_from=[MemoryStorage(), storage]) as cb:
         assert cb.port == port
-        assert await RedirectAwareTokenStorage(storage, cb.redirect_uri).get_client_info() is not None
+        assert (
+            await RedirectAwareTokenStorage(storage, cb.redirect_uri).get_client_info() is not None
+        )
 
 
 async def test_prefer_port_from_is_ignored_for_a_fixed_port() -> None:
@@ -445,7 +480,9 @@ async def test_prefer_port_from_without_registration_is_ephemeral() -> None:
         assert cb.port > 0
 
 
-def test_missing_mcp_package_gives_an_actionable_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_mcp_package_gives_an_actionable_import_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Without the mcp package, importing oauth_loopback.mcp says to install oauth-loopback[mcp]."""
     for name in list(sys.modules):
         if name == "mcp" or name.startswith("mcp."):

@@ -67,7 +67,9 @@ def servers() -> Iterator[dict[str, str]]:
                 stderr=logs,
                 text=True,
             )
-        urls = {mode: f"http://127.0.0.1:{_read_port(proc, logs)}/mcp" for mode, proc in procs.items()}
+        urls = {
+            mode: f"http://127.0.0.1:{_read_port(proc, logs)}/mcp" for mode, proc in procs.items()
+        }
         yield urls
     finally:
         for proc in procs.values():
@@ -161,7 +163,9 @@ async def call_whoami(server_url: str, auth: OAuthClientProvider) -> str:
     return content.text
 
 
-def _provider(cb: LoopbackOAuth, server_url: str, storage: MemoryStorage, **kw: object) -> OAuthClientProvider:
+def _provider(
+    cb: LoopbackOAuth, server_url: str, storage: MemoryStorage, **kw: object
+) -> OAuthClientProvider:
     return OAuthClientProvider(
         server_url,
         client_metadata=cb.client_metadata(client_name="oauth-loopback tests"),
@@ -171,7 +175,9 @@ def _provider(cb: LoopbackOAuth, server_url: str, storage: MemoryStorage, **kw: 
     )
 
 
-async def test_first_login_registers_dynamically_and_calls_the_tool(servers: dict[str, str]) -> None:
+async def test_first_login_registers_dynamically_and_calls_the_tool(
+    servers: dict[str, str],
+) -> None:
     """A first run registers the client (RFC 7591), logs in through the receiver and calls a tool."""
     browser, storage = Browser(), MemoryStorage()
     async with loopback_oauth(open_browser=browser) as cb:
@@ -338,7 +344,9 @@ async def test_sticky_port_keeps_the_exact_redirect_uri(
     assert f"listening on the preferred callback port {old_port}" in caplog.text
 
 
-async def test_two_servers_log_in_concurrently_through_one_receiver(servers: dict[str, str]) -> None:
+async def test_two_servers_log_in_concurrently_through_one_receiver(
+    servers: dict[str, str],
+) -> None:
     """Two OAuthClientProviders log in at once on one receiver; each login wakes with its own code."""
     both_waiting = anyio.Event()
     seen: list[str] = []
@@ -418,7 +426,14 @@ async def test_docs_example_logs_in_and_lists_tools(
         return bool(response.status_code == 200 and response.url.host == "127.0.0.1")
 
     monkeypatch.setattr("webbrowser.open", fake_webbrowser_open)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     namespace: dict[str, object] = {}
     exec(compile(_docs_example(), "docs/mcp.md", "exec"), namespace)  # noqa: S102 - our own docs

@@ -18,7 +18,9 @@ from oauth_loopback import CallbackConfig, InvalidCallbackConfig, open_receiver
         pytest.param({"prefer_port": 8765}, 8765, id="snake_case"),
         pytest.param({"preferPort": None}, None, id="null"),
         pytest.param({"preferPort": 0}, None, id="zero-is-none"),
-        pytest.param({"preferPort": 8765, "redirectUri": "http://127.0.0.1/cb"}, 8765, id="portless-uri"),
+        pytest.param(
+            {"preferPort": 8765, "redirectUri": "http://127.0.0.1/cb"}, 8765, id="portless-uri"
+        ),
     ],
 )
 def test_prefer_port_from_mapping(mapping: dict[str, object], prefer: int | None) -> None:
@@ -79,7 +81,9 @@ async def test_free_preferred_port_is_used(caplog: pytest.LogCaptureFixture) -> 
 
 
 @pytest.mark.anyio
-async def test_busy_preferred_port_falls_back(held_port: int, caplog: pytest.LogCaptureFixture) -> None:
+async def test_busy_preferred_port_falls_back(
+    held_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """A busy prefer_port falls back to an OS-chosen port, and says so at INFO."""
     with caplog.at_level(logging.INFO, logger="oauth_loopback"):
         async with open_receiver(CallbackConfig(prefer_port=held_port)) as receiver:

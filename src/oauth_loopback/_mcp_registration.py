@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["Verdict", "judge_registration", "loopback_port"]
+__all__ = ["Verdict", "judge_registration", "loopback_port", "same_redirect_uri"]
 
 
 class Verdict(enum.Enum):
@@ -59,7 +59,9 @@ def _loopback(uri: str) -> _Loopback | None:
     return _Loopback(host, port, parts.path or "/")
 
 
-def _same_uri(a: str, b: str) -> bool:
+def same_redirect_uri(a: str, b: str) -> bool:
+    """Equal strings, or the same loopback host, port and path (``127.0.0.1`` vs ``[::1]``
+    and ``localhost`` stay different: a server compares them as strings)."""
     if a == b:
         return True
     la, lb = _loopback(a), _loopback(b)
@@ -80,7 +82,7 @@ def judge_registration(
     rejected redirect strands the user on the server's error page.
     """
     uris = list(registered or ())
-    if any(_same_uri(uri, redirect_uri) for uri in uris):
+    if any(same_redirect_uri(uri, redirect_uri) for uri in uris):
         return Verdict.EXACT
     current = _loopback(redirect_uri)
     if not keep_native or application_type != "native" or not uris or current is None:

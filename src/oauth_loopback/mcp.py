@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with mcp hi
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._config import CallbackConfig
 from ._errors import OAuthLoopbackError
-from ._mcp_registration import Verdict, judge_registration, loopback_port
+from ._mcp_registration import Verdict, judge_registration, loopback_port, same_redirect_uri
 from ._server import CallbackReceiver, PendingCallback, open_receiver
 
 __all__ = [
@@ -142,7 +142,9 @@ class LoginHandlers:
             )
             raise InvalidAuthorizationURL(msg)
         redirect_uris = query.get("redirect_uri", [])
-        if redirect_uris != [self._receiver.redirect_uri]:
+        if len(redirect_uris) != 1 or not same_redirect_uri(
+            redirect_uris[0], self._receiver.redirect_uri
+        ):
             msg = (
                 f"The authorization URL sends the browser to {redirect_uris!r}, but this "
                 f"receiver listens on {self._receiver.redirect_uri!r}, so the login would never "
@@ -156,9 +158,7 @@ class LoginHandlers:
             # An earlier login in this task never reached callback_handler (it failed or was
             # cancelled in between); its state must not stay valid.
             self._receiver._forget(previous, "superseded")
-        pending = self._receiver.expect(
-            states[0], issuer=self._expected_issuer(authorization_url)
-        )
+        pending = self._receiver.expect(states[0], issuer=self._expected_issuer(authorization_url))
         self._pending[task] = pending
         try:
             opened = await launch_browser(authorization_url, self._open_browser)
@@ -211,7 +211,9 @@ class RedirectAwareTokenStorage:
     ``loopback_oauth(prefer_port_from=storage)``.
     """
 
-    def __init__(self, storage: TokenStorage, redirect_uri: str, *, keep_native: bool = False) -> None:
+    def __init__(
+        self, storage: TokenStorage, redirect_uri: str, *, keep_native: bool = False
+    ) -> None:
         self.storage = storage
         self.redirect_uri = redirect_uri
         self.keep_native = keep_native
@@ -320,7 +322,9 @@ class LoopbackOAuth:
             raise TypeError(msg)
         return OAuthClientMetadata(redirect_uris=[AnyUrl(self.redirect_uri)], **fields)
 
-    def storage(self, storage: TokenStorage, *, keep_native: bool = False) -> RedirectAwareTokenStorage:
+    def storage(
+        self, storage: TokenStorage, *, keep_native: bool = False
+    ) -> RedirectAwareTokenStorage:
         """Wrap ``storage`` in a :class:`RedirectAwareTokenStorage` for this redirect URI."""
         return RedirectAwareTokenStorage(storage, self.redirect_uri, keep_native=keep_native)
 
@@ -388,9 +392,7 @@ async def loopback_oauth(
         raise TypeError(msg)
     if prefer_port_from is not None and config.port is None and config.prefer_port is None:
         storages = (
-            list(prefer_port_from)
-            if isinstance(prefer_port_from, Iterable)
-            else [prefer_port_from]
+            list(prefer_port_from) if isinstance(prefer_port_from, Iterable) else [prefer_port_from]
         )
         for storage in storages:
             port = await registered_port(storage, config)
