@@ -476,3 +476,21 @@ async def test_outer_cancellation_closes_the_receiver_cleanly() -> None:
             await rx.expect().wait(timeout=10)
     assert scope.cancelled_caught
     assert rx.closed
+
+
+async def test_leaving_right_after_the_login_still_delivers_the_page() -> None:
+    """Closing the receiver as soon as wait() returns does not cut off the browser's page."""
+    replies: list[_http.Reply] = []
+    async with anyio.create_task_group() as tg:
+        async with ol.open_receiver() as rx:
+            pending = rx.expect()
+
+            async def browser() -> None:
+                replies.append(await _http.get(rx.port, f"/callback?code=x&state={pending.state}"))
+
+            tg.start_soon(browser)
+            await pending.wait()
+        # The block is left immediately; the page must still arrive whole.
+    [reply] = replies
+    assert reply.status == 200
+    assert reply.text.endswith("</html>")
