@@ -61,6 +61,9 @@ _STATE_BYTES = 32
 # localhost mode: times to retry when the IPv6 side of an ephemeral port is taken.
 _DUAL_STACK_TRIES = 8
 _ALLOW_GET = ((b"Allow", b"GET"),)
+# Longest a page write may outlive the receiver's close (a page is ~1 KiB: it normally
+# fits the socket buffer at once; this bounds a peer that stops reading).
+_WRITE_GRACE = 2.0
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -297,7 +300,10 @@ class CallbackReceiver:
                     return  # the peer left without asking anything
                 else:
                     body, extra = page_for_protocol_error(status), ()
-                with anyio.move_on_after(deadline):
+                # Shielded but bounded: a login that completes and leaves the receiver at once
+                # must not cut its own browser page off mid-write.
+                with anyio.CancelScope(shield=True) as write_scope:
+                    write_scope.deadline = anyio.current_time() + min(deadline, _WRITE_GRACE)
                     await self._respond(conn, stream, status, body, extra)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
             pass  # the peer went away; nothing to answer
