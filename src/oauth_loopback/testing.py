@@ -234,20 +234,25 @@ class AuthorizationServer:
         except BaseException:
             sock.close()
             raise
-        self._port = listener.extra(SocketAttribute.local_port)  # noqa: S610  (anyio, not Django)
-        origin = f"http://127.0.0.1:{self._port}"
-        self._backend = OAuthBackend(
-            origin=origin,
-            issuer=self.issuer,
-            scopes_supported=self._scopes_supported,
-            token_lifetime=self._token_lifetime,
-            exact_redirect_match=self._exact_redirect_match,
-            iss_value=(_WRONG_ISS if self._wrong_iss else self.issuer) if self._issue_iss else None,
-            registration=self._registration,
-        )
-        self._metadata = MappingProxyType(self._build_metadata())
-        self._backend.metadata = self._metadata
-        validate_metadata(self._metadata)
+        try:
+            self._port = listener.extra(SocketAttribute.local_port)  # noqa: S610  (anyio's)
+            self._backend = OAuthBackend(
+                origin=f"http://127.0.0.1:{self._port}",
+                issuer=self.issuer,
+                scopes_supported=self._scopes_supported,
+                token_lifetime=self._token_lifetime,
+                exact_redirect_match=self._exact_redirect_match,
+                iss_value=(_WRONG_ISS if self._wrong_iss else self.issuer)
+                if self._issue_iss
+                else None,
+                registration=self._registration,
+            )
+            self._metadata = MappingProxyType(self._build_metadata())
+            self._backend.metadata = self._metadata
+            validate_metadata(self._metadata)
+        except BaseException:
+            await anyio.aclose_forcefully(listener)
+            raise
         http = HttpServer(self._handle)
         logger.debug("test authorization server listening at %s", self.issuer)
         failure: BaseException | None = None
