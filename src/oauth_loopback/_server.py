@@ -55,7 +55,10 @@ logger = logging.getLogger("oauth_loopback.server")
 # short line plus a browser's ~1 KiB of headers, so 8 KiB is ample and keeps floods cheap.
 MAX_REQUEST_HEAD = 8 * 1024
 _RECEIVE_SIZE = 4096
-_BACKLOG = 128
+# listen() backlog (the kernel caps it at net.core.somaxconn). When the accept queue is full,
+# Linux drops the SYN and the client retries only after 1 s: 500 callbacks arriving at once
+# (benchmarks/receiver.py burst) took 1.5 s with 128 and take milliseconds with this.
+_BACKLOG = 1024
 # 32 bytes = 256 bits from the OS CSPRNG (DESIGN §5 asks for at least 128).
 _STATE_BYTES = 32
 # localhost mode: times to retry when the IPv6 side of an ephemeral port is taken.
@@ -65,6 +68,9 @@ _ALLOW_GET = ((b"Allow", b"GET"),)
 # fits the socket buffer at once; this bounds a peer that stops reading).
 _WRITE_GRACE = 2.0
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+# open_receiver() without a config: frozen, so one instance serves every call (building and
+# validating a CallbackConfig is a sixth of the bind latency).
+_DEFAULT_CONFIG = CallbackConfig()
 
 
 class PendingCallback:
@@ -292,7 +298,15 @@ class CallbackReceiver:
                     except h11.RemoteProtocolError as exc:
                         status = exc.error_status_hint
                 if request is not None:
-                    status, body, extra = self._dispatch(request)
+                    decided = self._dispatch(request)
+                    if isinstance(decided, tuple):
+                        status, body, extra = decided
+                    else:
+                        # Delivered. Let the woken login run before the page is rendered and
+                        # written (DESIGN §3: wake the waiter first), then answer the browser.
+                        await anyio.lowlevel.cancel_shielded_checkpoint()
+                        status, body = page_for(decided, self.config.app_name)
+                        extra = ()
                 elif conn.their_state is h11.CLOSED or conn.our_state not in (
                     h11.IDLE,
                     h11.SEND_RESPONSE,
@@ -340,7 +354,10 @@ class CallbackReceiver:
             else:
                 return None  # ConnectionClosed (PAUSED cannot come before a request)
 
-    def _dispatch(self, request: h11.Request) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]]:
+    def _dispatch(
+        self, request: h11.Request
+    ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]] | Outcome:
+        """Refused: the (status, page, extra headers) to send. Delivered: the outcome."""
         host: bytes | None = None
         for name, value in request.headers:
             if name == b"host":
@@ -371,8 +388,7 @@ class CallbackReceiver:
             "authorization response delivered (%s)",
             "code" if isinstance(outcome, AuthorizationResponse) else type(outcome).__name__,
         )
-        status, body = page_for(outcome, config.app_name)
-        return status, body, ()
+        return outcome
 
     async def _respond(
         self,
@@ -511,7 +527,7 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
     ...     response = await pending.wait()
     """
     if config is None:
-        config = CallbackConfig()
+        config = _DEFAULT_CONFIG
     elif not isinstance(config, CallbackConfig):
         msg = (
             f"open_receiver() takes a CallbackConfig, not {type(config).__name__}; for a "
