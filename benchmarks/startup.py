@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 from ._stats import ns
 
@@ -23,22 +24,29 @@ HEAVY = ("authlib", "httpx2", "httpx", "trio", "mcp", "oauth_loopback._oauth")
 
 
 def measure(runs: int) -> dict[str, list[int]]:
-    """``runs`` wall-clock samples (ns) per command, round-robin after one warm-up round."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    """``runs`` wall-clock samples (ns) per command, round-robin after one warm-up round.
+
+    Every command gets byte-code caches, as an installed package has: the warm-up round writes
+    them under a private ``PYTHONPYCACHEPREFIX`` (so nothing lands in the work tree, and a
+    ``PYTHONDONTWRITEBYTECODE`` in the environment cannot make us compile on every run).
+    """
     samples: dict[str, list[int]] = {name: [] for name in COMMANDS}
-    for round_ in range(runs + 1):
-        for name, argv in COMMANDS.items():
-            t0 = ns()
-            subprocess.run(
-                [sys.executable, *argv],
-                check=True,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if round_:  # round 0 warms the page cache and the .pyc files
-                samples[name].append(ns() - t0)
+    with tempfile.TemporaryDirectory(prefix="bench-pycache-") as cache:
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": cache}
+        for variable in ("PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP"):
+            env.pop(variable, None)
+        for round_ in range(runs + 1):
+            for name, argv in COMMANDS.items():
+                t0 = ns()
+                subprocess.run(
+                    [sys.executable, *argv],
+                    check=True,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                if round_:  # round 0 warms the page cache and writes the .pyc files
+                    samples[name].append(ns() - t0)
     return samples
 
 
