@@ -273,6 +273,15 @@ def route(
             "Nothing was accepted."
         )
         raise CallbackRejected(msg, 405, title="Method not allowed")
+    if not text.startswith("/"):
+        # RFC 9112 §3.2.2: for an absolute-form target the server uses the target's authority
+        # and ignores Host, so the authority is what the rebinding guard must check. Only an
+        # http:// target can reach a plain loopback listener.
+        parts = urlsplit(text)
+        if parts.scheme.lower() != "http":
+            msg = "The request address is not an http:// address. Nothing was accepted."
+            raise CallbackRejected(msg, 400, title="Bad request")
+        host = parts.netloc.encode("ascii")
     if host is None or host.lower() not in allowed_hosts:
         # DNS-rebinding guard: a web page whose name resolves to 127.0.0.1 reaches us with its
         # own name in Host; only this receiver's loopback names are accepted.

@@ -454,10 +454,13 @@ def _bind_port(
         bound = v4.getsockname()[1]
         try:
             v6 = _listen(socket.AF_INET6, "::1", bound, fixed=True)
-        except CallbackPortInUse:
+        except CallbackPortInUse as exc:
             v4.close()
             if fixed:
-                raise
+                # Look the holder up again now that our own 127.0.0.1 socket is closed: while
+                # it was open, /proc named this very process as a holder of the port.
+                holder = describe_port_holder(bound)
+                raise CallbackPortInUse(bound, "::1", holder) from exc.__cause__
             continue  # ephemeral: another process has ::1 on this port; try another
         except OSError as exc:
             if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
