@@ -255,7 +255,14 @@ class CallbackReceiver:
 
     # --- serving ------------------------------------------------------------------------
 
-    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+    async def _accept_loop(self, sock: socket.socket, tg: TaskGroup) -> None:
+        # Wrapped here, not in open_receiver(): the socket already listens (the kernel queues
+        # connections), so anyio's wrapper stays off the path to "ready" (issue 4's bind).
+        try:
+            listener = await SocketListener.from_socket(sock)
+        except BaseException:
+            sock.close()
+            raise
         async with listener:
             while True:
                 try:
@@ -538,23 +545,17 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
         )
         raise TypeError(msg)
     sockets, host, port = _bind(config)
-    listeners: list[SocketListener] = []
     try:
-        for sock in sockets:
-            # One at a time, so a failure knows which sockets are already wrapped.
-            listeners.append(await SocketListener.from_socket(sock))  # noqa: PERF401
+        receiver = CallbackReceiver(config, host, port)
     except BaseException:
-        for sock in sockets[len(listeners) :]:
+        for sock in sockets:
             sock.close()
-        for listener in listeners:
-            await anyio.aclose_forcefully(listener)
         raise
-    receiver = CallbackReceiver(config, host, port)
     logger.debug("listening for authorization responses on %s", receiver.redirect_uri)
     failure: BaseException | None = None
     async with anyio.create_task_group() as tg:
-        for listener in listeners:
-            tg.start_soon(receiver._accept_loop, listener, tg)
+        for sock in sockets:
+            tg.start_soon(receiver._accept_loop, sock, tg)
         try:
             yield receiver
         except BaseException as exc:  # noqa: BLE001  (re-raised below, never swallowed)
