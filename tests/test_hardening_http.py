@@ -152,6 +152,21 @@ async def test_request_head_cap_is_exact(chunk: int) -> None:
         assert (await pending.wait(5)).code == "big"
 
 
+@pytest.mark.parametrize(("path", "status"), [("/callback", 405), ("/favicon.ico", 404)])
+async def test_head_request_gets_headers_only(path: str, status: int) -> None:
+    """HEAD gets its status and GET's headers with no content (RFC 9110 §9.3.2); nothing consumed."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        target = f"{path}?state={pending.state}&code=x"
+        data = f"HEAD {target} HTTP/1.1\r\nHost: 127.0.0.1:{receiver.port}\r\n\r\n".encode()
+        reply = await _http.raw(receiver.port, data)
+        assert _status(reply) == status
+        head, _, content = reply.partition(b"\r\n\r\n")
+        assert content == b""
+        assert b"content-length: 0" not in head.lower()  # GET's length, not a false zero
+        await _still_serves(receiver, pending)
+
+
 async def test_keep_alive_request_is_answered_then_closed() -> None:
     """A keep-alive client that never half-closes gets its answer and then the receiver closes."""
     async with ol.open_receiver() as receiver:

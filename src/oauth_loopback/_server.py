@@ -325,7 +325,8 @@ class CallbackReceiver:
                 # must not cut its own browser page off mid-write.
                 with anyio.CancelScope(shield=True) as write_scope:
                     write_scope.deadline = anyio.current_time() + min(deadline, _WRITE_GRACE)
-                    await self._respond(conn, stream, status, body, extra)
+                    head = request is not None and request.method == b"HEAD"
+                    await self._respond(conn, stream, status, body, extra, head=head)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
             pass  # the peer went away; nothing to answer
         except (OSError, h11.LocalProtocolError) as exc:
@@ -404,12 +405,15 @@ class CallbackReceiver:
         status: int,
         body: bytes,
         extra: Iterable[tuple[bytes, bytes]],
+        *,
+        head: bool = False,
     ) -> None:
         headers = [*PAGE_HEADERS, *extra, (b"Content-Length", str(len(body)).encode())]
         reason = _REASONS.get(status, b"")
         response = h11.Response(status_code=status, headers=headers, reason=reason)
         data = conn.send(response) or b""
-        data += conn.send(h11.Data(data=body)) or b""
+        if not head:  # RFC 9110 §9.3.2: a HEAD response has GET's headers and no content
+            data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         await stream.send(data)
 
