@@ -353,14 +353,20 @@ def garbage(draw: st.DrawFn) -> bytes:
 
 
 class _BugLog(logging.Handler):
-    """Collects records at ERROR and above: the receiver's broad guard logs bugs there."""
+    """Watches every record: ERROR and up is a bug (the broad guard logs there); any record
+    that contains a secret (a state or a code) is a leak."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.secrets: set[str] = set()
+        self.leaks: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+        text = record.getMessage()
+        self.leaks += [text for secret in self.secrets if secret in text]
 
 
 @dataclass
@@ -376,6 +382,7 @@ class Live:
     def check_unharmed(self) -> None:
         """No bug logged, the victim still waits, and the receiver still serves."""
         assert not self.bugs.records, [r.getMessage() for r in self.bugs.records]
+        assert not self.bugs.leaks, "a state or code reached the log"
         assert not self.portal.call(lambda: self.victim.done)
         assert self.portal.call(lambda: self.receiver.pending_count) >= 1
 
@@ -403,11 +410,14 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     bugs = _BugLog()
     log = logging.getLogger("oauth_loopback")
     log.addHandler(bugs)
+    level = log.level
+    log.setLevel(logging.DEBUG)  # so debug and info records are made, and checked for leaks
     config = ol.CallbackConfig(read_timeout=2.0, max_connections=32)
     try:
         with anyio.from_thread.start_blocking_portal(backend=request.param) as portal:
             with portal.wrap_async_context_manager(ol.open_receiver(config)) as receiver:
                 victim = portal.call(receiver.expect)
+                bugs.secrets.add(victim.state)
                 yield Live(portal, receiver, victim, bugs)
                 # Still serving after everything: a real callback completes.
                 final = portal.call(receiver.expect)
@@ -417,6 +427,7 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
                 assert not victim.done
     finally:
         log.removeHandler(bugs)
+        log.setLevel(level)
 
 
 def live_reply(
@@ -465,6 +476,7 @@ def test_garbage_bytes_get_an_answer_or_a_close(live: Live, data: bytes) -> None
 def test_valid_callbacks_in_any_dress_wake_exactly_their_login(live: Live, plan: Plan) -> None:
     """Encodings, extra params and headers, HTTP/1.0, keep-alive, pipelined bytes: the right login wakes."""
     pending = live.portal.call(live.receiver.expect)
+    live.bugs.secrets.add(pending.state)
     data = plan.render(live.receiver.port, pending.state)
     status = _status(live.exchange(data))
     expected_status = 200 if plan.poison == "valid:code" else 400
