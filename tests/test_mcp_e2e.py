@@ -10,6 +10,7 @@ the authorization endpoint back to the receiver; everything stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import errno
 import logging
 import selectors
 import socket
@@ -209,11 +210,14 @@ async def _first_run(server_url: str, storage: MemoryStorage) -> tuple[str, int]
     ephemeral port leaves TIME_WAIT entries that block re-binding the port for about a
     minute on Linux; the sticky port then falls back, which is the documented behaviour.
     """
-    port = _free_port()
-    async with loopback_oauth(CallbackConfig(prefer_port=port), open_browser=Browser()) as cb:
-        assert cb.port == port
-        await call_whoami(server_url, _provider(cb, server_url, storage))
-        return cb.redirect_uri, cb.port
+    for _ in range(5):  # the probed port may be taken before we bind it: probe again
+        port = _free_port()
+        async with loopback_oauth(CallbackConfig(prefer_port=port), open_browser=Browser()) as cb:
+            if cb.port != port:
+                continue
+            await call_whoami(server_url, _provider(cb, server_url, storage))
+            return cb.redirect_uri, cb.port
+    pytest.fail("five probed free ports were all taken before they could be bound")
 
 
 def _registered(storage: MemoryStorage) -> list[str]:
@@ -248,8 +252,12 @@ async def _rerun_on_another_port(
     browser = Browser()
     with socket.socket() as blocker, caplog.at_level(logging.INFO, logger="oauth_loopback"):
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        blocker.bind(("127.0.0.1", old_port))
-        blocker.listen(1)
+        try:
+            blocker.bind(("127.0.0.1", old_port))
+            blocker.listen(1)
+        except OSError as exc:  # another process's socket took it meanwhile: busy all the same
+            if exc.errno != errno.EADDRINUSE:
+                raise
         async with loopback_oauth(open_browser=browser, prefer_port_from=storage) as cb:
             assert cb.port != old_port
             provider = _provider(cb, server_url, storage, keep_native=keep_native)
