@@ -23,7 +23,7 @@ from http import HTTPStatus
 import anyio
 import anyio.lowlevel
 import h11
-from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketStream, TaskGroup
 
 from ._config import CallbackConfig
 from ._core import (
@@ -256,29 +256,106 @@ class CallbackReceiver:
     # --- serving ------------------------------------------------------------------------
 
     async def _accept_loop(self, sock: socket.socket, tg: TaskGroup) -> None:
-        # Wrapped here, not in open_receiver(): the socket already listens (the kernel queues
-        # connections), so anyio's wrapper stays off the path to "ready" (issue 4's bind).
-        try:
-            listener = await SocketListener.from_socket(sock)
-        except BaseException:
-            sock.close()
-            raise
-        async with listener:
+        # Accepts on the raw non-blocking socket. A browser sends its request with the
+        # handshake, so the whole head is nearly always in the kernel's buffer when accept()
+        # returns: such a request is answered right here, with no transport, no task and no
+        # read deadline (nothing is waited for). Anything else -- no data yet, a partial head
+        # -- becomes an anyio stream served by its own task with the bytes already read.
+        # (issue 4: this is what puts dispatch below the bare anyio + h11 floor.)
+        with sock:
             while True:
+                await anyio.wait_readable(sock)
                 try:
-                    stream = await listener.accept()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
+                    client, _addr = sock.accept()
+                except BlockingIOError:
+                    continue  # another process or a reset connection took it
                 except OSError as exc:
                     # EMFILE and friends: back off instead of spinning; keep serving.
                     logger.warning("accept() failed (%s); retrying shortly", exc)
                     await anyio.sleep(0.05)
                     continue
-                slot = _Slot(anyio.current_time())
-                if len(self._connections) >= self.config.max_connections:
-                    self._evict_idlest()
-                self._connections[slot] = slot
-                tg.start_soon(self._serve_connection, stream, slot)
+                await self._accepted(client, tg)
+
+    async def _accepted(self, client: socket.socket, tg: TaskGroup) -> None:
+        try:
+            client.setblocking(False)
+            try:
+                initial = client.recv(MAX_REQUEST_HEAD)
+            except BlockingIOError:
+                initial = None
+            except OSError as exc:  # reset before we read: nothing to answer
+                logger.debug("connection ended: %s", type(exc).__name__)
+                client.close()
+                return
+            if initial == b"":  # connected and left without asking anything
+                client.close()
+                return
+            if initial is not None and await self._answer_now(client, initial, tg):
+                return
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = await SocketStream.from_socket(client)
+        except BaseException:
+            client.close()
+            raise
+        slot = _Slot(anyio.current_time())
+        if len(self._connections) >= self.config.max_connections:
+            self._evict_idlest()
+        self._connections[slot] = slot
+        tg.start_soon(self._serve_connection, stream, slot, initial or b"")
+
+    async def _answer_now(self, client: socket.socket, initial: bytes, tg: TaskGroup) -> bool:
+        """Answer a request whose whole head arrived with the connection; False if it did not.
+
+        The same h11 parsing, checks and page as ``_serve_connection``; a head that is
+        incomplete or malformed is left to it (it gets the same bytes and answers the error).
+        """
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
+        conn.receive_data(initial)
+        try:
+            request = conn.next_event()
+        except h11.RemoteProtocolError:
+            return False
+        if not isinstance(request, h11.Request):
+            return False
+        try:
+            decided = self._dispatch(request)
+            if isinstance(decided, tuple):
+                status, body, extra = decided
+            else:
+                # Delivered: the woken login runs first (DESIGN §3), then the page is written.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                status, body = page_for(decided, self.config.app_name)
+                extra = ()
+            data = _response_bytes(conn, status, body, extra, head=request.method == b"HEAD")
+            try:
+                sent = client.send(data)
+            except BlockingIOError:
+                sent = 0
+        except (OSError, h11.LocalProtocolError) as exc:
+            logger.debug("connection ended: %s", type(exc).__name__)
+        except Exception:
+            # The per-connection guard of _serve_connection, for this connection.
+            logger.exception("bug in oauth-loopback while serving a connection; please report it")
+        else:
+            if sent < len(data):  # the socket buffer was full (a page is ~2 KiB): finish later
+                stream = await SocketStream.from_socket(client)
+                tg.start_soon(self._finish_write, stream, data[sent:])
+                return True
+        client.close()
+        return True
+
+    async def _finish_write(self, stream: SocketStream, data: bytes) -> None:
+        # Bounded like _serve_connection's page write: a peer that stops reading is dropped.
+        with anyio.CancelScope(shield=True) as write_scope:
+            write_scope.deadline = anyio.current_time() + min(
+                self.config.read_timeout, _WRITE_GRACE
+            )
+            try:
+                await stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                logger.debug("connection ended: %s", type(exc).__name__)
+            finally:
+                await anyio.aclose_forcefully(stream)
 
     def _evict_idlest(self) -> None:
         victim = min(self._connections.values(), key=lambda s: s.last_activity)
@@ -289,11 +366,16 @@ class CallbackReceiver:
             self.config.max_connections,
         )
 
-    async def _serve_connection(self, stream: SocketStream, slot: _Slot) -> None:
+    async def _serve_connection(
+        self, stream: SocketStream, slot: _Slot, initial: bytes = b""
+    ) -> None:
         # h11 checks its limit only while an event is incomplete, so a head that completes
         # inside the read that crosses the limit would slip through: _read_request never
         # reads past MAX_REQUEST_HEAD, and h11 refuses a buffer of that size still incomplete.
+        # ``initial``: what _accepted already read (at most MAX_REQUEST_HEAD bytes).
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
+        if initial:
+            conn.receive_data(initial)
         deadline = self.config.read_timeout
         try:
             with slot.scope:
@@ -301,7 +383,7 @@ class CallbackReceiver:
                 status = 408  # what the peer gets if the deadline passes first
                 with anyio.move_on_after(deadline):
                     try:
-                        request = await self._read_request(conn, stream, slot)
+                        request = await self._read_request(conn, stream, slot, len(initial))
                     except h11.RemoteProtocolError as exc:
                         status = exc.error_status_hint
                 if request is not None:
@@ -340,9 +422,8 @@ class CallbackReceiver:
             await anyio.aclose_forcefully(stream)
 
     async def _read_request(
-        self, conn: h11.Connection, stream: SocketStream, slot: _Slot
+        self, conn: h11.Connection, stream: SocketStream, slot: _Slot, received: int = 0
     ) -> h11.Request | None:
-        received = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -408,14 +489,25 @@ class CallbackReceiver:
         *,
         head: bool = False,
     ) -> None:
-        headers = [*PAGE_HEADERS, *extra, (b"Content-Length", str(len(body)).encode())]
-        reason = _REASONS.get(status, b"")
-        response = h11.Response(status_code=status, headers=headers, reason=reason)
-        data = conn.send(response) or b""
-        if not head:  # RFC 9110 §9.3.2: a HEAD response has GET's headers and no content
-            data += conn.send(h11.Data(data=body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        await stream.send(data)
+        await stream.send(_response_bytes(conn, status, body, extra, head=head))
+
+
+def _response_bytes(
+    conn: h11.Connection,
+    status: int,
+    body: bytes,
+    extra: Iterable[tuple[bytes, bytes]],
+    *,
+    head: bool = False,
+) -> bytes:
+    headers = [*PAGE_HEADERS, *extra, (b"Content-Length", str(len(body)).encode())]
+    reason = _REASONS.get(status, b"")
+    response = h11.Response(status_code=status, headers=headers, reason=reason)
+    data = conn.send(response) or b""
+    if not head:  # RFC 9110 §9.3.2: a HEAD response has GET's headers and no content
+        data += conn.send(h11.Data(data=body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    return data
 
 
 class _Slot:
