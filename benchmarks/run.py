@@ -457,7 +457,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (about 15 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about 10 s)")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the results here")
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer receivers")
