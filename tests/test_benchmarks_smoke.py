@@ -8,11 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from oauth_loopback import open_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import floors, peers, receiver, run, startup
+from benchmarks._client import callback_request, connect_and_send, read_all, status_of
 from benchmarks._stats import Summary, summarise
 
 TINY = run.Sizes(
@@ -122,3 +126,59 @@ def test_command_line_quick_flags_parse() -> None:
     """The CLI accepts the documented flags and refuses an unknown backend."""
     with pytest.raises(SystemExit):
         run.main(["--backend", "curio"])
+
+
+class TestAcceptTaskFastPath:
+    """The receiver change the benchmarks drove: heads that arrive with the connection."""
+
+    pytestmark = pytest.mark.anyio
+
+    async def test_head_split_around_the_accept_still_delivers(self) -> None:
+        """Half a head read at accept time goes to the connection task, which finishes it."""
+        async with open_receiver() as recv, anyio.create_task_group() as tg:
+            login = recv.expect()
+            request = callback_request(recv.port, "/callback", f"code=split&state={login.state}")
+            got: list[str] = []
+
+            async def wait() -> None:
+                got.append((await login.wait(timeout=10)).code)
+
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            # Sent before the loop runs again: the accept task reads exactly this half.
+            client = connect_and_send(recv.port, request[:40])
+            with client:
+                await anyio.wait_all_tasks_blocked()
+                assert got == []
+                client.sendall(request[40:])
+                with anyio.fail_after(10):
+                    body = await read_all(client)
+            await anyio.wait_all_tasks_blocked()
+        assert got == ["split"]
+        assert status_of(body) == 200
+
+    async def test_malformed_head_with_the_connection_gets_400(self) -> None:
+        """A malformed head read at accept time is answered 400 and consumes nothing."""
+        async with open_receiver() as recv:
+            login = recv.expect()
+            client = connect_and_send(recv.port, b"NOT HTTP AT ALL\r\n\r\n")
+            with client, anyio.fail_after(10):
+                body = await read_all(client)
+            assert status_of(body) == 400
+            assert recv.pending_count == 1
+            assert not login.done
+
+    async def test_silent_connections_do_not_stop_the_receiver(self) -> None:
+        """Clients that connect and leave, or stay silent, do not delay a real callback."""
+        async with open_receiver() as recv:
+            connect_and_send(recv.port, b"").close()
+            silent = connect_and_send(recv.port, b"")
+            with silent:
+                login = recv.expect()
+                request = callback_request(recv.port, "/callback", f"code=c1&state={login.state}")
+                client = connect_and_send(recv.port, request)
+                with client, anyio.fail_after(10):
+                    body = await read_all(client)
+                    response = await login.wait(timeout=10)
+        assert status_of(body) == 200
+        assert response.code == "c1"
