@@ -14,16 +14,15 @@ import errno
 import logging
 import math
 import secrets
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 import h11
-from anyio.abc import SocketStream, TaskGroup
 
 from ._config import CallbackConfig
 from ._core import (
@@ -46,6 +45,13 @@ from ._errors import (
     ReceiverClosed,
 )
 from ._portowner import describe_port_holder
+
+if TYPE_CHECKING:
+    # Imported where used instead: anyio.abc and socket cost ~4 ms of `import oauth_loopback`
+    # (docs/benchmarks.md), and the event loop imports both anyway once it runs.
+    import socket
+
+    from anyio.abc import SocketStream, TaskGroup
 
 __all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
 
@@ -277,6 +283,10 @@ class CallbackReceiver:
                 await self._accepted(client, tg)
 
     async def _accepted(self, client: socket.socket, tg: TaskGroup) -> None:
+        import socket
+
+        from anyio.abc import SocketStream
+
         try:
             client.setblocking(False)
             try:
@@ -338,6 +348,8 @@ class CallbackReceiver:
             logger.exception("bug in oauth-loopback while serving a connection; please report it")
         else:
             if sent < len(data):  # the socket buffer was full (a page is ~2 KiB): finish later
+                from anyio.abc import SocketStream
+
                 stream = await SocketStream.from_socket(client)
                 tg.start_soon(self._finish_write, stream, data[sent:])
                 return True
@@ -545,6 +557,8 @@ def _bind(config: CallbackConfig) -> tuple[list[socket.socket], str, int]:
 def _bind_port(
     config: CallbackConfig, port: int, *, fixed: bool
 ) -> tuple[list[socket.socket], str, int]:
+    import socket
+
     host = config.host
     if host != "localhost":
         family = socket.AF_INET6 if host == "::1" else socket.AF_INET
@@ -583,6 +597,8 @@ def _bind_port(
 
 
 def _listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) -> socket.socket:
+    import socket
+
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if fixed:
