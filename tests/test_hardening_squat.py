@@ -344,3 +344,16 @@ def test_squatter_script_is_what_the_table_says(tmp_path: Path) -> None:
         with socket.socket() as ours, pytest.raises(OSError, match="in use") as info:
             ours.bind(("127.0.0.1", port))
         assert info.value.errno == errno.EADDRINUSE
+
+
+async def test_bound_but_not_listening_squatter_cannot_listen_after_us() -> None:
+    """A squatter that bound P with SO_REUSEADDR first cannot listen once we do; the browser reaches us."""
+    port = _fixed_port()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        async with ol.open_receiver(ol.CallbackConfig(port=port)) as receiver:
+            with pytest.raises(OSError, match="in use") as info:
+                squatter.listen(1)
+            assert info.value.errno == errno.EADDRINUSE
+            await _reaches_us(port, receiver)
