@@ -9,6 +9,8 @@ connection idle longest, so a fresh connection (the browser's) always gets in.
 from __future__ import annotations
 
 import resource
+import sys
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -151,3 +153,64 @@ async def test_cap_of_one_never_locks_the_browser_out() -> None:
         finally:
             for stream in squatters:
                 await anyio.aclose_forcefully(stream)
+
+
+FLOODER = """\
+import collections, select, socket, sys, time
+port = int(sys.argv[1])
+held = collections.deque()
+end = time.monotonic() + 20  # bounds: 20 s, 100,000 connections, or "stop" on stdin
+opened = 0
+for i in range(100_000):
+    if time.monotonic() > end or (i % 25 == 0 and select.select([sys.stdin], [], [], 0)[0]):
+        break
+    try:
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except OSError:
+        continue
+    opened += 1
+    if opened == 50:
+        print("flooding", flush=True)
+    if len(held) > 200:
+        held.popleft().close()
+for sock in held:
+    sock.close()
+print(opened, flush=True)
+"""
+
+
+async def test_a_connection_flood_from_another_process_does_not_lock_the_browser_out(
+    tmp_path: Path,
+) -> None:
+    """Another process opening connections as fast as it can (cap 8): 10 callbacks still complete."""
+    _affordable(400)
+    script = tmp_path / "flooder.py"
+    script.write_text(FLOODER)
+    config = ol.CallbackConfig(read_timeout=30, max_connections=8)
+    async with ol.open_receiver(config) as receiver:
+        async with await anyio.open_process(
+            [sys.executable, str(script), str(receiver.port)]
+        ) as flooder:
+            assert flooder.stdout is not None
+            assert flooder.stdin is not None
+            with anyio.fail_after(20):
+                assert await flooder.stdout.receive() == b"flooding\n"
+            for i in range(10):
+                pending = receiver.expect()
+                with anyio.fail_after(5):
+                    reply = await _http.get(
+                        receiver.port, f"/callback?state={pending.state}&code=c{i}"
+                    )
+                    assert reply.status == 200
+                    assert (await pending.wait()).code == f"c{i}"
+            await flooder.stdin.send(b"stop\n")
+            with anyio.fail_after(30):
+                tail = b""
+                while True:
+                    try:
+                        tail += await flooder.stdout.receive()
+                    except anyio.EndOfStream:
+                        break
+                assert await flooder.wait() == 0
+            opened = int(tail)
+            assert opened > 50  # the flood was on while the callbacks went through
