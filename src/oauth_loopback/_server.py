@@ -276,6 +276,13 @@ class CallbackReceiver:
                 except BlockingIOError:
                     continue  # another process or a reset connection took it
                 except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE) and self._connections:
+                        # Out of file descriptors before reaching max_connections: make room
+                        # as the cap does (the connection idle longest goes), or idle sockets
+                        # would keep the browser queued in the kernel until their deadlines.
+                        self._evict_idlest()
+                        await anyio.lowlevel.checkpoint()
+                        continue
                     # EMFILE and friends: back off instead of spinning; keep serving.
                     logger.warning("accept() failed (%s); retrying shortly", exc)
                     await anyio.sleep(0.05)
