@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
@@ -376,8 +378,8 @@ class Live:
     victim: ol.PendingCallback
     bugs: _BugLog
 
-    def exchange(self, data: bytes, *, host: str = "127.0.0.1") -> bytes:
-        return self.portal.call(_exchange, self.receiver.port, data, host)
+    def exchange(self, data: bytes, split: int = 0) -> bytes:
+        return _exchange_from_thread(self.receiver.port, data, split)
 
     def check_unharmed(self) -> None:
         """No bug logged, the victim still waits, and the receiver still serves."""
@@ -385,6 +387,35 @@ class Live:
         assert not self.bugs.leaks, "a state or code reached the log"
         assert not self.portal.call(lambda: self.victim.done)
         assert self.portal.call(lambda: self.receiver.pending_count) >= 1
+
+
+def _exchange_from_thread(port: int, data: bytes, split: int) -> bytes:
+    """Like :func:`_exchange`, from the test's own thread with a blocking socket.
+
+    ``split=0`` sends everything right after connecting, so the head is usually in the kernel
+    when the receiver accepts (answered in its accept task); ``split=n`` sends ``n`` bytes,
+    then the rest 2 ms later, so the receiver accepts a partial head (served by a
+    per-connection task). Both paths get the same examples.
+    """
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            if 0 < split < len(data):
+                sock.sendall(data[:split])
+                time.sleep(0.002)
+                data = data[split:]
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the receiver answered and closed while we were still sending
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
 
 
 async def _exchange(port: int, data: bytes, host: str) -> bytes:
@@ -449,12 +480,15 @@ def _status(reply: bytes) -> int | None:
 # --- live tests ---------------------------------------------------------------------------
 
 
+_splits = st.just(0) | st.integers(1, 200)
+
+
 @_LIVE
-@given(plan=poisoned_plans())
-def test_poisoned_callbacks_are_refused_and_wake_nobody(live: Live, plan: Plan) -> None:
+@given(plan=poisoned_plans(), split=_splits)
+def test_poisoned_callbacks_are_refused_and_wake_nobody(live: Live, plan: Plan, split: int) -> None:
     """A request naming the victim's state but wrong in any way gets a 4xx or a close, never a wake."""
     data = plan.render(live.receiver.port, live.victim.state)
-    status = _status(live.exchange(data))
+    status = _status(live.exchange(data, split))
     if plan.poison != "truncated":  # a whole request always gets an answer (HEAD included)
         assert status is not None, plan.poison
     assert status is None or 400 <= status < 500, (plan.poison, status)
@@ -462,23 +496,25 @@ def test_poisoned_callbacks_are_refused_and_wake_nobody(live: Live, plan: Plan) 
 
 
 @_LIVE
-@given(data=garbage())
-def test_garbage_bytes_get_an_answer_or_a_close(live: Live, data: bytes) -> None:
+@given(data=garbage(), split=_splits)
+def test_garbage_bytes_get_an_answer_or_a_close(live: Live, data: bytes, split: int) -> None:
     """Random bytes, TLS hellos, mangled and pipelined requests: one 4xx answer or a close."""
     data = data.replace(PORT.encode(), str(live.receiver.port).encode())
-    status = _status(live.exchange(data))
+    status = _status(live.exchange(data, split))
     assert status is None or 400 <= status < 500, status
     live.check_unharmed()
 
 
 @_LIVE
-@given(plan=valid_plans())
-def test_valid_callbacks_in_any_dress_wake_exactly_their_login(live: Live, plan: Plan) -> None:
+@given(plan=valid_plans(), split=_splits)
+def test_valid_callbacks_in_any_dress_wake_exactly_their_login(
+    live: Live, plan: Plan, split: int
+) -> None:
     """Encodings, extra params and headers, HTTP/1.0, keep-alive, pipelined bytes: the right login wakes."""
     pending = live.portal.call(live.receiver.expect)
     live.bugs.secrets.add(pending.state)
     data = plan.render(live.receiver.port, pending.state)
-    status = _status(live.exchange(data))
+    status = _status(live.exchange(data, split))
     expected_status = 200 if plan.poison == "valid:code" else 400
     assert status == expected_status
     outcome: ol.AuthorizationResponse | ol.AuthorizationError
