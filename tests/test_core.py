@@ -308,3 +308,13 @@ def test_package_import_does_not_load_the_login_flow_or_trio() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert out.stdout.strip() == ""
+
+
+def test_csp_style_hash_matches_the_inline_style() -> None:
+    """The precomputed CSP hash is the sha256 of the page's inline style (else browsers drop it)."""
+    import base64
+    import hashlib
+
+    expected = base64.b64encode(hashlib.sha256(_core._STYLE.encode()).digest()).decode()
+    assert expected == _core._STYLE_HASH
+    assert f"'sha256-{expected}'".encode() in _core.CONTENT_SECURITY_POLICY

@@ -16,12 +16,10 @@ Decisions recorded here (they settle what DESIGN.md leaves open):
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ._errors import InvalidCallbackConfig
 
@@ -238,12 +236,14 @@ def _check_host(host: object) -> str:
     normalised = host.strip().lower()
     if normalised.startswith("[") and normalised.endswith("]"):
         normalised = normalised[1:-1]
-    try:
-        address = ipaddress.ip_address(normalised)
-    except ValueError:
-        pass
-    else:
-        normalised = str(address)
+    if normalised not in _LOOPBACK_HOSTS:
+        # Other spellings of ::1 ("0:0:0:0:0:0:0:1"); ipaddress is loaded only for them.
+        import ipaddress
+
+        try:
+            normalised = str(ipaddress.ip_address(normalised))
+        except ValueError:
+            pass
     if normalised not in _LOOPBACK_HOSTS:
         msg = (
             f"host {host!r} is not a loopback address. The receiver listens only on "
@@ -302,6 +302,8 @@ def _parse_redirect_uri(uri: object) -> tuple[str, int | None, str]:
             f"registered with the authorization server, such as http://127.0.0.1:8765/callback."
         )
         raise InvalidCallbackConfig(msg)
+    from urllib.parse import urlsplit  # only when a redirect_uri is given
+
     parts = urlsplit(uri)
     if parts.scheme != "http":
         why = (

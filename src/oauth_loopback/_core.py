@@ -20,15 +20,11 @@ Request handling order (DESIGN §3), each step answered before the next is looke
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from ._errors import (
     AuthorizationDenied,
@@ -132,6 +128,8 @@ class StateRegistry(Generic[W]):
         Returns the waiter to wake and what to wake it with, or raises
         :class:`CallbackRejected` (nothing consumed, every login still pending).
         """
+        from urllib.parse import parse_qsl
+
         try:
             pairs = parse_qsl(
                 query,
@@ -244,6 +242,8 @@ def split_target(target: str) -> tuple[str, str]:
     if target.startswith("/"):
         path, _, query = target.partition("?")
         return path, query.partition("#")[0]
+    from urllib.parse import urlsplit
+
     parts = urlsplit(target)
     return parts.path or "/", parts.query
 
@@ -277,6 +277,8 @@ def route(
         # RFC 9112 §3.2.2: for an absolute-form target the server uses the target's authority
         # and ignores Host, so the authority is what the rebinding guard must check. Only an
         # http:// target can reach a plain loopback listener.
+        from urllib.parse import urlsplit
+
         parts = urlsplit(text)
         if parts.scheme.lower() != "http":
             msg = "The request address is not an http:// address. Nothing was accepted."
@@ -318,7 +320,9 @@ _STYLE = (
     ".ok h1{color:#1a7f37}.err h1{color:#cf222e}"
     "p{line-height:1.5;margin:.5rem 0}small{color:#656d76}"
 )
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+# sha256 of _STYLE for the CSP, precomputed so importing the core loads no hash library
+# (tests/test_core.py recomputes it: change both together).
+_STYLE_HASH = "kWua4uNZpBbvN2TC6fNCKD9lo1msnyCZFydC5YGWGPc="
 # A strict CSP: no scripts, no loads, no framing, no forms; only our own inline style.
 CONTENT_SECURITY_POLICY = (
     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
@@ -341,7 +345,8 @@ PAGE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 def render_page(title: str, message: str, *, ok: bool, detail: str | None = None) -> bytes:
     """An HTML page; every reflected string is escaped."""
-    esc = html.escape
+    from html import escape as esc  # loaded on the first page, not at import
+
     extra = f"<p><small>{esc(detail)}</small></p>" if detail else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"

@@ -13,15 +13,12 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import secrets
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.lowlevel
 import h11
 
 from ._config import CallbackConfig
@@ -73,7 +70,33 @@ _ALLOW_GET = ((b"Allow", b"GET"),)
 # Longest a page write may outlive the receiver's close (a page is ~1 KiB: it normally
 # fits the socket buffer at once; this bounds a peer that stops reading).
 _WRITE_GRACE = 2.0
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+# The reason phrases of the statuses we send (RFC 9110 §15); others are looked up in
+# http.HTTPStatus on first use, so importing the receiver does not build that enum.
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    421: b"Misdirected Request",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def _reason(status: int) -> bytes:
+    reason = _REASONS.get(status)
+    if reason is None:
+        from http import HTTPStatus
+
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+        _REASONS[status] = reason
+    return reason
 # open_receiver() without a config: frozen, so one instance serves every call (building and
 # validating a CallbackConfig is a sixth of the bind latency).
 _DEFAULT_CONFIG = CallbackConfig()
@@ -149,7 +172,9 @@ class PendingCallback:
                     receiver._forget(self, "timeout")
                     raise CallbackTimeout(math.inf if timeout is None else timeout)
             else:
-                await anyio.lowlevel.checkpoint()
+                from anyio.lowlevel import checkpoint
+
+                await checkpoint()
                 outcome = self._outcome
         finally:
             # Returned, raised, timed out or cancelled: this state is finished either way.
@@ -204,6 +229,8 @@ class CallbackReceiver:
             msg = "This receiver is closed; open a new one with open_receiver() to log in again."
             raise ReceiverClosed(msg)
         if state is None:
+            import secrets  # loaded on the first expect(), not at import
+
             state = secrets.token_urlsafe(_STATE_BYTES)
         elif not isinstance(state, str) or not state:
             msg = f"state must be a non-empty string (or None for a random one), not {state!r}."
@@ -281,7 +308,9 @@ class CallbackReceiver:
                         # as the cap does (the connection idle longest goes), or idle sockets
                         # would keep the browser queued in the kernel until their deadlines.
                         self._evict_idlest()
-                        await anyio.lowlevel.checkpoint()
+                        from anyio.lowlevel import checkpoint
+
+                        await checkpoint()
                         continue
                     # EMFILE and friends: back off instead of spinning; keep serving.
                     logger.warning("accept() failed (%s); retrying shortly", exc)
@@ -340,7 +369,9 @@ class CallbackReceiver:
                 status, body, extra = decided
             else:
                 # Delivered: the woken login runs first (DESIGN §3), then the page is written.
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                from anyio.lowlevel import cancel_shielded_checkpoint
+
+                await cancel_shielded_checkpoint()
                 status, body = page_for(decided, self.config.app_name)
                 extra = ()
             data = _response_bytes(conn, status, body, extra, head=request.method == b"HEAD")
@@ -412,7 +443,9 @@ class CallbackReceiver:
                     else:
                         # Delivered. Let the woken login run before the page is rendered and
                         # written (DESIGN §3: wake the waiter first), then answer the browser.
-                        await anyio.lowlevel.cancel_shielded_checkpoint()
+                        from anyio.lowlevel import cancel_shielded_checkpoint
+
+                        await cancel_shielded_checkpoint()
                         status, body = page_for(decided, self.config.app_name)
                         extra = ()
                 elif conn.their_state is h11.CLOSED or conn.our_state not in (
@@ -520,7 +553,7 @@ def _response_bytes(
     head: bool = False,
 ) -> bytes:
     headers = [*PAGE_HEADERS, *extra, (b"Content-Length", str(len(body)).encode())]
-    reason = _REASONS.get(status, b"")
+    reason = _reason(status)
     response = h11.Response(status_code=status, headers=headers, reason=reason)
     data = conn.send(response) or b""
     if not head:  # RFC 9110 §9.3.2: a HEAD response has GET's headers and no content
@@ -641,6 +674,23 @@ def _listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) 
     return sock
 
 
+_LAZY_SERVING_IMPORTS = ("html", "secrets", "urllib.parse", "anyio.lowlevel")
+
+
+def _preload_serving_imports() -> None:
+    """Load what the serving path imports lazily, before the first request arrives.
+
+    They stay out of ``import oauth_loopback`` (start-up time, issue 4), but must not be
+    imported while a request is served: with the process out of file descriptors an import
+    cannot open its file, and the browser would get nothing. After the first receiver these
+    are dictionary lookups.
+    """
+    import importlib
+
+    for module in _LAZY_SERVING_IMPORTS:
+        importlib.import_module(module)
+
+
 @asynccontextmanager
 async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[CallbackReceiver]:
     """Bind a loopback callback receiver and serve it for the duration of the block.
@@ -663,6 +713,7 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             f"mapping of settings use CallbackConfig.from_mapping(...)."
         )
         raise TypeError(msg)
+    _preload_serving_imports()
     sockets, host, port = _bind(config)
     try:
         receiver = CallbackReceiver(config, host, port)
