@@ -364,16 +364,7 @@ class CallbackReceiver:
         if not isinstance(request, h11.Request):
             return False
         try:
-            decided = self._dispatch(request)
-            if isinstance(decided, tuple):
-                status, body, extra = decided
-            else:
-                # Delivered: the woken login runs first (DESIGN §3), then the page is written.
-                from anyio.lowlevel import cancel_shielded_checkpoint
-
-                await cancel_shielded_checkpoint()
-                status, body = page_for(decided, self.config.app_name)
-                extra = ()
+            status, body, extra = await self._answer(request)
             data = _response_bytes(conn, status, body, extra, head=request.method == b"HEAD")
             try:
                 sent = client.send(data)
@@ -437,17 +428,7 @@ class CallbackReceiver:
                     except h11.RemoteProtocolError as exc:
                         status = exc.error_status_hint
                 if request is not None:
-                    decided = self._dispatch(request)
-                    if isinstance(decided, tuple):
-                        status, body, extra = decided
-                    else:
-                        # Delivered. Let the woken login run before the page is rendered and
-                        # written (DESIGN §3: wake the waiter first), then answer the browser.
-                        from anyio.lowlevel import cancel_shielded_checkpoint
-
-                        await cancel_shielded_checkpoint()
-                        status, body = page_for(decided, self.config.app_name)
-                        extra = ()
+                    status, body, extra = await self._answer(request)
                 elif conn.their_state is h11.CLOSED or conn.our_state not in (
                     h11.IDLE,
                     h11.SEND_RESPONSE,
@@ -494,6 +475,21 @@ class CallbackReceiver:
                 return event
             else:
                 return None  # ConnectionClosed (PAUSED cannot come before a request)
+
+    async def _answer(
+        self, request: h11.Request
+    ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]]:
+        """Decide on ``request`` and return the (status, page, extra headers) to send."""
+        decided = self._dispatch(request)
+        if isinstance(decided, tuple):
+            return decided
+        # Delivered. Let the woken login run before the page is rendered and written
+        # (DESIGN §3: wake the waiter first), then answer the browser.
+        from anyio.lowlevel import cancel_shielded_checkpoint
+
+        await cancel_shielded_checkpoint()
+        status, body = page_for(decided, self.config.app_name)
+        return status, body, ()
 
     def _dispatch(
         self, request: h11.Request
