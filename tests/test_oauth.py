@@ -810,3 +810,48 @@ async def test_embedded_server_paste_fallback() -> None:
         )
         (issued,) = server.issued_tokens
     assert token.access_token == issued.access_token
+
+
+async def test_given_metadata_skips_discovery_for_servers_without_it() -> None:
+    """metadata= logs in to a server that publishes no discovery document (no well-known GET)."""
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer(registration=False) as server:
+        client_id = server.register_client(["http://127.0.0.1/callback"])
+        given = {
+            "authorization_endpoint": server.authorization_endpoint,
+            "token_endpoint": server.token_endpoint,
+        }
+        steps: list[tuple[str, str]] = []
+        token = await _login_embedded(
+            server, client_id=client_id, metadata=given, on_step=lambda n, d: steps.append((n, d))
+        )
+        (issued,) = server.issued_tokens
+        asked = [path for _method, path in server.requests]
+    assert token.access_token == issued.access_token
+    assert not any(path.startswith("/.well-known/") for path in asked)
+    assert dict(steps)["discovery"] == "metadata from the metadata= argument"
+
+
+async def test_given_metadata_must_name_the_same_issuer() -> None:
+    """metadata= with another issuer is refused before anything is bound or sent."""
+    with pytest.raises(ol.UnsupportedServer, match="must be identical"):
+        await ol.authorize(
+            "https://as.example",
+            client_id="c",
+            metadata={
+                "issuer": "https://other.example",
+                "authorization_endpoint": "https://as.example/authorize",
+                "token_endpoint": "https://as.example/token",
+            },
+        )
+
+
+async def test_given_metadata_without_token_endpoint_is_refused() -> None:
+    """metadata= missing token_endpoint says which field is missing."""
+    with pytest.raises(ol.UnsupportedServer, match="token_endpoint"):
+        await ol.authorize(
+            "https://as.example",
+            client_id="c",
+            metadata={"authorization_endpoint": "https://as.example/authorize"},
+        )

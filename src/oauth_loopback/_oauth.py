@@ -712,6 +712,21 @@ async def _discover(client: _Client, issuer: str) -> _Metadata:
     raise DiscoveryError(issuer, tuple(tried))
 
 
+def _given_metadata(metadata: Mapping[str, object], issuer: str) -> _Metadata:
+    """Validate metadata passed by the caller (for servers without discovery)."""
+    if not isinstance(metadata, Mapping):
+        msg = f"metadata= must be a mapping such as {{'authorization_endpoint': ...}}, not {metadata!r}."
+        raise TypeError(msg)
+    given = metadata.get("issuer", issuer)
+    if given != issuer:
+        msg = (
+            f"metadata= names issuer {given!r}, but authorize() was given {issuer!r}; they "
+            f"must be identical (RFC 8414 §3.3). Pass the same issuer to both."
+        )
+        raise UnsupportedServer(msg)
+    return _Metadata("the metadata= argument", {**metadata, "issuer": issuer})
+
+
 def _check_server(metadata: _Metadata) -> None:
     methods = metadata.code_challenge_methods
     if methods is not None and "S256" not in methods:
@@ -843,6 +858,7 @@ async def authorize(
     read_line: ReadLine | None = None,
     on_step: StepCallback | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
+    metadata: Mapping[str, object] | None = None,
 ) -> Token:
     """Log in through the user's browser and return the token: the whole native-app flow.
 
@@ -882,8 +898,13 @@ async def authorize(
         ``registration``, ``redirect``, ``callback``, ``token``. ``detail`` has no secrets.
     :param transport: an ``httpx2`` transport for every request to the server (tests pass
         ``httpx2.MockTransport``). Environment proxies are ignored for loopback issuers.
+    :param metadata: the server's metadata, for servers that publish none (RFC 8414 is
+        optional): at least ``authorization_endpoint`` and ``token_endpoint``, and
+        ``registration_endpoint`` when ``client_id`` is None. Discovery is skipped; an
+        ``issuer`` in it must equal ``issuer``.
 
-    :raises DiscoveryError: no metadata at any well-known URL (each is named, with why).
+    :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
+        pass ``metadata=`` for a server that publishes none.
     :raises UnsupportedServer: the issuer is not https, or the server offers no safe login
         (no S256 PKCE, no code flow, no registration endpoint without ``client_id``).
     :raises RegistrationError: dynamic registration was refused.
@@ -909,6 +930,7 @@ async def authorize(
     ):
         msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
         raise ValueError(msg)
+    metadata_given = None if metadata is None else _given_metadata(metadata, issuer)
     if config is None:
         config = CallbackConfig()
     if paste and read_line is None:
@@ -921,12 +943,15 @@ async def authorize(
         async with _Client(
             issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
         ) as client:
-            metadata = await _discover(client, issuer)
-            _check_server(metadata)
-            _step(on_step, "discovery", f"metadata from {metadata.url}")
+            if metadata_given is None:
+                server = await _discover(client, issuer)
+            else:
+                server = metadata_given
+            _check_server(server)
+            _step(on_step, "discovery", f"metadata from {server.url}")
             if client_id is None:
                 client_id, client_secret, auth_method = await _register(
-                    client, metadata, redirect_uri, app_name=config.app_name, scope=scope
+                    client, server, redirect_uri, app_name=config.app_name, scope=scope
                 )
                 _step(on_step, "registration", f"registered a native public client for {redirect_uri}")
             else:
@@ -936,17 +961,17 @@ async def authorize(
 
             # RFC 9207 §2.4: when the server promises iss, a response without it (or with
             # another) is refused by the receiver as a possible mix-up attack.
-            pending = receiver.expect(issuer=issuer if metadata.issues_iss else None)
+            pending = receiver.expect(issuer=issuer if server.issues_iss else None)
             code_verifier = generate_token(_VERIFIER_LENGTH)
             url = client.authorization_url(
-                metadata.authorization_endpoint,
+                server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
                 resource=resource,
             )
             _check_pkce(url, code_verifier)
             check_browser_url(url)
-            endpoint = metadata.authorization_endpoint.partition("?")[0]
+            endpoint = server.authorization_endpoint.partition("?")[0]
             first_prompt = _PASTE_PROMPT.format(prefix=redirect_uri)
             if show_url is not None:
                 show_url(url)
@@ -974,16 +999,16 @@ async def authorize(
                 _check_present_iss(exc.iss, issuer)
                 raise
             _check_present_iss(response.iss, issuer)
-            checked = ", iss checked (RFC 9207)" if metadata.issues_iss else ""
+            checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
             _step(on_step, "callback", f"authorization code received{checked}")
             token = await client.exchange(
-                metadata.token_endpoint,
+                server.token_endpoint,
                 code=response.code,
                 code_verifier=code_verifier,
                 redirect_uri=redirect_uri,
                 resource=resource,
             )
-            _step(on_step, "token", f"{token.token_type} token from {metadata.token_endpoint}")
+            _step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
 
 
