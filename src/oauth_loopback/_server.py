@@ -681,6 +681,8 @@ def _preload_serving_imports() -> None:
     cannot open its file, and the browser would get nothing. After the first receiver these
     are dictionary lookups.
     """
+    if all(module in sys.modules for module in _LAZY_SERVING_IMPORTS):
+        return  # every receiver after the first: no import machinery on the bind path
     import importlib
 
     for module in _LAZY_SERVING_IMPORTS:
