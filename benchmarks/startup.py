@@ -20,7 +20,7 @@ COMMANDS: dict[str, list[str]] = {
 
 # Modules the receiver must not pay for at import time (the login flow and MCP layers import
 # them lazily; trio only when it is the backend).
-HEAVY = ("authlib", "httpx2", "httpx", "trio", "mcp", "oauth_loopback._oauth")
+HEAVY = ("authlib", "httpx2", "httpx", "trio", "mcp", "oauth_loopback._login")
 
 
 def measure(runs: int) -> dict[str, list[int]]:

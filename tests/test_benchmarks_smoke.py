@@ -105,9 +105,15 @@ def test_run_suite_produces_the_table_and_json(tmp_path: Path) -> None:
     _sane(results["syscall_floor"]["bind"], 6)
     assert set(results["startup"]) == set(startup.COMMANDS)
     assert results["startup_heavy_imports"] == []
+    assert set(results["peers"]) == set(peers.PEERS)
     for name, peer in results["peers"].items():
-        assert name in peers.PEERS
-        assert "skipped" in peer or peer["bind"]["n"] == 2
+        # An installed peer must be measured, a missing one must say so: never a silent pass.
+        if peers.installed(name):
+            expected = TINY.fastmcp if name == "fastmcp" else TINY.peer_bind
+            assert "skipped" not in peer, peer
+            assert peer["bind"]["n"] == expected
+        else:
+            assert "skipped" in peer
     names = {(g["goal"], g["backend"]) for g in results["goals"]}
     assert ("bind median / syscall floor", "trio") in names
     assert ("import oauth_loopback / import anyio, h11", "") in names

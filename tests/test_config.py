@@ -69,7 +69,9 @@ def test_redirect_uri_decides_host_port_and_path(
         pytest.param({"redirect_uri": "https://127.0.0.1:8765/cb"}, "https", id="https"),
         pytest.param({"redirect_uri": "http://example.com:8765/cb"}, "loopback", id="remote-uri"),
         pytest.param({"redirect_uri": "http://0.0.0.0:8765/cb"}, "loopback", id="wildcard-uri"),
-        pytest.param({"redirect_uri": "http://127.0.0.1:80@evil.example/"}, "user information", id="userinfo"),
+        pytest.param(
+            {"redirect_uri": "http://127.0.0.1:80@evil.example/"}, "user information", id="userinfo"
+        ),
         pytest.param({"redirect_uri": "http://127.0.0.1:8765/cb#frag"}, "fragment", id="fragment"),
         pytest.param({"redirect_uri": "http://127.0.0.1:8765/cb?x=1"}, "query", id="query"),
         pytest.param({"redirect_uri": "myapp://callback"}, "http://", id="custom-scheme"),
@@ -86,10 +88,14 @@ def test_redirect_uri_decides_host_port_and_path(
         pytest.param({"max_connections": 0}, "positive", id="no-connections"),
         pytest.param({"app_name": " "}, "app_name", id="blank-app-name"),
         pytest.param(
-            {"port": 1234, "redirect_uri": "http://127.0.0.1:8765/cb"}, "disagrees", id="port-conflict"
+            {"port": 1234, "redirect_uri": "http://127.0.0.1:8765/cb"},
+            "disagrees",
+            id="port-conflict",
         ),
         pytest.param(
-            {"host": "::1", "redirect_uri": "http://127.0.0.1:8765/cb"}, "disagrees", id="host-conflict"
+            {"host": "::1", "redirect_uri": "http://127.0.0.1:8765/cb"},
+            "disagrees",
+            id="host-conflict",
         ),
     ],
 )
@@ -129,11 +135,15 @@ def test_matching_port_and_redirect_uri_are_accepted() -> None:
         pytest.param(
             {"redirect_uri": "http://[::1]:8765/cb"}, {"host": "::1", "port": 8765}, id="snake"
         ),
-        pytest.param({"appName": "My CLI", "timeout": 30}, {"app_name": "My CLI", "timeout": 30.0}, id="more"),
+        pytest.param(
+            {"appName": "My CLI", "timeout": 30}, {"app_name": "My CLI", "timeout": 30.0}, id="more"
+        ),
         pytest.param({}, {"port": None}, id="empty"),
     ],
 )
-def test_from_mapping_accepts_both_spellings(mapping: dict[str, Any], expected: dict[str, Any]) -> None:
+def test_from_mapping_accepts_both_spellings(
+    mapping: dict[str, Any], expected: dict[str, Any]
+) -> None:
     """The config flag works as a client's JSON config spells it, camelCase or snake_case."""
     cfg = ol.CallbackConfig.from_mapping(mapping)
     for key, value in expected.items():
@@ -145,7 +155,9 @@ def test_from_mapping_accepts_both_spellings(mapping: dict[str, Any], expected: 
     [
         pytest.param({"callbackPrt": 1}, "Allowed keys", id="typo"),
         pytest.param({"callbackPort": 1, "port": 2}, "given twice", id="two-spellings"),
-        pytest.param({"redirectUri": "x", "redirect_uri": "x"}, "given twice", id="two-uri-spellings"),
+        pytest.param(
+            {"redirectUri": "x", "redirect_uri": "x"}, "given twice", id="two-uri-spellings"
+        ),
         pytest.param({"callbackPort": "19876"}, "must be int", id="string-port"),
         pytest.param({"callbackPort": 19876.0}, "must be int", id="float-port"),
         pytest.param({"timeout": "300"}, "must be", id="string-timeout"),

@@ -16,47 +16,38 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._config import LEGACY_CALLBACK_PORT, CallbackConfig
-from ._core import AuthorizationResponse
 from ._errors import (
     AuthorizationDenied,
     AuthorizationError,
+    BrowserUnavailable,
     CallbackPortInUse,
     CallbackRejected,
     CallbackTimeout,
+    DiscoveryError,
     InvalidCallbackConfig,
     IssuerMismatch,
     OAuthLoopbackError,
     ReceiverClosed,
+    RegistrationError,
+    ServerUnreachable,
+    TokenError,
+    UnsafeBrowserURL,
+    UnsupportedServer,
 )
-from ._server import CallbackReceiver, PendingCallback, open_receiver
+from ._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
+from ._receiver._registry import AuthorizationResponse
 
 if TYPE_CHECKING:
-    from ._browser import UnsafeBrowserURL
-    from ._oauth import (
-        BrowserUnavailable,
-        DiscoveryError,
-        RegistrationError,
-        ServerUnreachable,
-        Token,
-        TokenError,
-        UnsupportedServer,
-        authorize,
-    )
+    from ._login._authorize import authorize
+    from ._login._token import Token
 
 __version__ = "0.1.0"
 
 # The login flow needs authlib and httpx2, which take a while to import; it is loaded on
 # first use so that ``import oauth_loopback`` and ``oauth-loopback --help`` stay fast.
 _LAZY = {
-    "BrowserUnavailable": "._oauth",
-    "DiscoveryError": "._oauth",
-    "RegistrationError": "._oauth",
-    "ServerUnreachable": "._oauth",
-    "Token": "._oauth",
-    "TokenError": "._oauth",
-    "UnsafeBrowserURL": "._browser",
-    "UnsupportedServer": "._oauth",
-    "authorize": "._oauth",
+    "Token": "._login._token",
+    "authorize": "._login._authorize",
 }
 
 __all__ = [
@@ -64,37 +55,41 @@ __all__ = [
     "AuthorizationDenied",
     "AuthorizationError",
     "AuthorizationResponse",
+    "BrowserUnavailable",
     "CallbackConfig",
     "CallbackPortInUse",
     "CallbackReceiver",
     "CallbackRejected",
     "CallbackTimeout",
+    "DiscoveryError",
     "InvalidCallbackConfig",
     "IssuerMismatch",
     "OAuthLoopbackError",
     "PendingCallback",
     "ReceiverClosed",
-    "open_receiver",
-    # Loaded lazily (see _LAZY):
-    "BrowserUnavailable",
-    "DiscoveryError",
     "RegistrationError",
     "ServerUnreachable",
-    "Token",
     "TokenError",
     "UnsafeBrowserURL",
     "UnsupportedServer",
+    "open_receiver",
+    # Loaded lazily (see _LAZY):
+    "Token",
     "authorize",
 ]
 
-# Tracebacks and docs show the public path (as httpcore does).
+
+def _public(obj: object) -> object:
+    """Tracebacks and docs show the public path (as httpcore does): the one place it is set."""
+    if isinstance(obj, type) or callable(obj):
+        obj.__module__ = "oauth_loopback"
+    return obj
+
+
 for _name in __all__:
-    if _name in _LAZY:
-        continue
-    _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and not isinstance(_obj, int):
-        _obj.__module__ = "oauth_loopback"
-del _name, _obj
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name
 
 
 def __getattr__(name: str) -> object:
@@ -104,9 +99,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(msg)
     import importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
-    if name == "UnsafeBrowserURL":
-        value.__module__ = "oauth_loopback"
+    value = _public(getattr(importlib.import_module(module, __name__), name))
     globals()[name] = value
     return value
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import InvalidCallbackConfig
+from ._loopback import is_loopback_host
 
 __all__ = ["LEGACY_CALLBACK_PORT", "CallbackConfig"]
 
@@ -167,8 +168,7 @@ class CallbackConfig:
             field = aliases.get(key) if isinstance(key, str) else None
             if field is None:
                 msg = (
-                    f"Unknown callback setting {key!r}. Allowed keys: "
-                    f"{', '.join(sorted(aliases))}."
+                    f"Unknown callback setting {key!r}. Allowed keys: {', '.join(sorted(aliases))}."
                 )
                 raise InvalidCallbackConfig(msg)
             if field in spelled:
@@ -219,7 +219,9 @@ def _check_port(port: object, name: str) -> int | None:
     if port is None:
         return None
     if isinstance(port, bool) or not isinstance(port, int):
-        msg = f"{name} must be an int from 1 to 65535 (or None for an ephemeral port), not {port!r}."
+        msg = (
+            f"{name} must be an int from 1 to 65535 (or None for an ephemeral port), not {port!r}."
+        )
         raise InvalidCallbackConfig(msg)
     if port == 0:
         return None
@@ -244,6 +246,13 @@ def _check_host(host: object) -> str:
             normalised = str(ipaddress.ip_address(normalised))
         except ValueError:
             pass
+    if normalised not in _LOOPBACK_HOSTS and is_loopback_host(normalised):
+        msg = (
+            f"host {host!r} is a loopback address, but the receiver binds only 127.0.0.1 "
+            f"(default), ::1 or localhost: the addresses a browser reaches for a redirect "
+            f"URI registered the usual way (RFC 8252 §7.3). Use host='127.0.0.1'."
+        )
+        raise InvalidCallbackConfig(msg)
     if normalised not in _LOOPBACK_HOSTS:
         msg = (
             f"host {host!r} is not a loopback address. The receiver listens only on "

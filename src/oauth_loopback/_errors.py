@@ -136,8 +136,15 @@ class AuthorizationError(OAuthLoopbackError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_authorization_error,
-            (type(self), self.error, self.description, self.uri, self.iss, self.state,
-             dict(self.params)),
+            (
+                type(self),
+                self.error,
+                self.description,
+                self.uri,
+                self.iss,
+                self.state,
+                dict(self.params),
+            ),
         )
 
 
@@ -187,7 +194,9 @@ class CallbackRejected(OAuthLoopbackError):
     pasted URL through :meth:`CallbackReceiver.deliver`.
     """
 
-    def __init__(self, message: str, status_hint: int = 400, *, title: str = "Not accepted") -> None:
+    def __init__(
+        self, message: str, status_hint: int = 400, *, title: str = "Not accepted"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_hint = status_hint
@@ -199,3 +208,118 @@ class CallbackRejected(OAuthLoopbackError):
 
 def _rebuild_rejected(message: str, status_hint: int, title: str) -> CallbackRejected:
     return CallbackRejected(message, status_hint, title=title)
+
+
+# --- the login flow (oauth_loopback.authorize and friends) ---------------------------
+
+
+class DiscoveryError(OAuthLoopbackError):
+    """No usable authorization server metadata was found (RFC 8414, OpenID Discovery).
+
+    ``tried`` lists every URL asked, each with why it was not used.
+    """
+
+    def __init__(self, issuer: str, tried: tuple[tuple[str, str], ...]) -> None:
+        self.issuer = issuer
+        self.tried = tried
+        lines = "; ".join(f"{url} ({why})" for url, why in tried)
+        super().__init__(
+            f"Could not discover the authorization server metadata of {issuer!r}. Tried: "
+            f"{lines}. Check the issuer URL (it must be exactly the server's 'issuer', "
+            f"RFC 8414 §3.3) and that the server publishes "
+            f"/.well-known/oauth-authorization-server or /.well-known/openid-configuration."
+        )
+
+    def __reduce__(self) -> tuple[type[DiscoveryError], tuple[str, tuple[tuple[str, str], ...]]]:
+        return (type(self), (self.issuer, self.tried))
+
+
+class UnsupportedServer(OAuthLoopbackError):
+    """The server (or the issuer URL) cannot give a safe native-app login; the message says why."""
+
+
+class RegistrationError(OAuthLoopbackError):
+    """Dynamic client registration (RFC 7591) failed; ``error`` is from RFC 7591 §3.2.2."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+        self.status_code = status_code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_registration_error,
+            (str(self), self.error, self.description, self.status_code),
+        )
+
+
+def _rebuild_registration_error(
+    message: str, error: str | None, description: str | None, status_code: int | None
+) -> RegistrationError:
+    return RegistrationError(message, error=error, description=description, status_code=status_code)
+
+
+class ServerUnreachable(OAuthLoopbackError, ConnectionError):
+    """An HTTP request to the authorization server failed before it answered."""
+
+
+class BrowserUnavailable(OAuthLoopbackError):
+    """No browser could be opened and the URL was not shown anywhere the user could copy it."""
+
+
+class TokenError(AuthorizationError):
+    """The token endpoint refused the code (RFC 6749 §5.2).
+
+    ``error``, ``description`` and ``uri`` are the response's ``error``,
+    ``error_description`` and ``error_uri``; ``status_code`` is the HTTP status. For a reply
+    that is not an RFC 6749 token response at all, ``error`` is ``"invalid_token_response"``.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        uri: str | None = None,
+        *,
+        status_code: int | None = None,
+        iss: str | None = None,
+        state: str | None = None,
+        params: Mapping[str, str] = MappingProxyType({}),
+    ) -> None:
+        super().__init__(error, description, uri, iss=iss, state=state, params=params)
+        self.status_code = status_code
+        detail = f": {description}" if description else ""
+        status = f" (HTTP {status_code})" if status_code is not None else ""
+        self.args = (
+            f"The token endpoint refused the authorization code with error={error!r}{detail}"
+            f"{status}. Start the login again; if it keeps failing, check the client_id, "
+            f"client_secret and redirect URI registered with the server.",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_token_error,
+            (self.error, self.description, self.uri, self.status_code),
+        )
+
+
+def _rebuild_token_error(
+    error: str, description: str | None, uri: str | None, status_code: int | None
+) -> TokenError:
+    return TokenError(error, description, uri, status_code=status_code)
+
+
+class UnsafeBrowserURL(OAuthLoopbackError, ValueError):
+    """The URL is not one we hand to a browser launcher (not https, nor http to loopback)."""
+
+
+class InvalidAuthorizationURL(OAuthLoopbackError, ValueError):
+    """The SDK handed ``redirect_handler`` a URL this receiver cannot complete a login for."""

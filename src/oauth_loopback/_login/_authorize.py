@@ -1,0 +1,239 @@
+"""authorize(): the whole native-app login in one call, on top of the loopback receiver.
+
+Imported lazily (``import oauth_loopback`` stays free of authlib, httpx2 and trio; the
+public names are served by ``oauth_loopback.__getattr__``). The steps, each with the standard
+that justifies it:
+
+1. bind the receiver (RFC 8252 §7.3: an ephemeral loopback port; §8.3: ``127.0.0.1``);
+2. discover the server's metadata (RFC 8414 §3.1, path-aware, then OpenID Connect
+   Discovery), and insist its ``issuer`` is the one asked for (RFC 8414 §3.3);
+3. register a client with the *live* redirect URI when no ``client_id`` is given (RFC 7591);
+4. build the authorization URL with PKCE S256 (RFC 7636 §4.2) through authlib, guarded
+   against authlib dropping PKCE silently, plus ``resource`` (RFC 8707 §2);
+5. open the browser (refusing crafted URLs) and wait for the callback, checking ``iss`` when
+   the server advertises it (RFC 9207 §2.4), racing a terminal paste prompt if asked;
+6. exchange the code with ``grant_type=authorization_code``, the same redirect URI and the
+   verifier (RFC 6749 §4.1.3, RFC 7636 §4.5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import httpx2
+from authlib.common.security import generate_token
+
+from .._config import CallbackConfig
+from .._errors import (
+    AuthorizationError,
+    BrowserUnavailable,
+    IssuerMismatch,
+)
+from .._receiver._receiver import open_receiver
+from ._browser import BrowserOpener, check_browser_url, launch_browser
+from ._client import VERIFIER_LENGTH, Client, check_pkce
+from ._metadata import check_issuer, check_server, discover, given_metadata
+from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
+from ._registration import register
+from ._token import Token
+
+__all__ = ["ShowURL", "StepCallback", "authorize"]
+
+logger = logging.getLogger("oauth_loopback.oauth")
+
+
+#: ``show_url(url)``: display the authorization URL to the user (sync; return value ignored).
+ShowURL = Callable[[str], object]
+
+
+#: ``on_step(name, detail)``: called after each step (``bind``, ``discovery``,
+#: ``registration``, ``redirect``, ``callback``, ``token``). ``detail`` never holds a secret.
+StepCallback = Callable[[str, str], object]
+
+
+def check_present_iss(iss: str | None, issuer: str) -> None:
+    """RFC 9207 §2.4: an ``iss`` that is present must match, even when the server's metadata
+    does not advertise it (when it does, the receiver has already insisted on it)."""
+    if iss is not None and iss != issuer:
+        raise IssuerMismatch(issuer, iss)
+
+
+def step(on_step: StepCallback | None, name: str, detail: str) -> None:
+    if on_step is not None:
+        on_step(name, detail)
+
+
+async def authorize(
+    issuer: str,
+    *,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    scope: str | None = None,
+    resource: str | None = None,
+    config: CallbackConfig | None = None,
+    open_browser: BrowserOpener | None = None,
+    # The issue's contract: a login must not hang forever by default (like wait(timeout=),
+    # the deliberate exception to ASYNC109, implemented with the receiver's cancel scope).
+    timeout: float | None = None,
+    paste: bool = False,
+    show_url: ShowURL | None = None,
+    read_line: ReadLine | None = None,
+    on_step: StepCallback | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Token:
+    """Log in through the user's browser and return the token: the whole native-app flow.
+
+    Opens a loopback receiver (``config``; ephemeral ``127.0.0.1`` port by default),
+    discovers the server's metadata, registers a client when ``client_id`` is None, sends
+    the browser to the authorization URL (PKCE S256, a fresh ``state``, ``resource``),
+    waits for the callback (checking ``iss`` when the server advertises RFC 9207) and
+    exchanges the code.
+
+    :param issuer: the authorization server's issuer URL, exactly as its metadata states it.
+    :param client_id: a pre-registered client; None registers one (RFC 7591) with the live
+        redirect URI, as a public native client named ``config.app_name``.
+    :param client_secret: only for a pre-registered confidential client.
+    :param scope: space-separated scopes to ask for.
+    :param resource: the RFC 8707 resource indicator (MCP: the server URL), sent in the
+        authorization and token requests.
+    :param open_browser: ``open_browser(url)``, sync or async; default :func:`webbrowser.open`
+        in a worker thread. Only ``https`` URLs (or ``http`` to loopback) are ever handed to
+        it (:class:`UnsafeBrowserURL` otherwise).
+    :param timeout: seconds to wait for the callback; None uses ``config.timeout`` (300 s).
+    :param paste: also ask on the terminal for the address the browser was redirected to
+        (for SSH, containers, Codespaces: the browser runs elsewhere and cannot reach this
+        loopback). Whichever arrives first, the callback or the paste, wins. With
+        ``paste=True`` no browser is launched unless ``open_browser`` is given, and the
+        first prompt contains the authorization URL unless ``show_url`` is given.
+    :param show_url: ``show_url(url)`` is called with the authorization URL before the
+        browser opens, so a user whose browser did not open can copy it.
+        **Decision:** the default (None) shows it nowhere, because library code never
+        prints and the URL carries this login's ``state``, which is never logged (only the
+        endpoint is, at INFO). Apps pass a printer (the CLI writes it to stderr). When the
+        browser reports it could not open and nothing shows the URL, waiting would be
+        pointless, so :class:`BrowserUnavailable` is raised instead.
+    :param read_line: the paste prompt's input, ``read_line(prompt) -> str | None`` (sync
+        or async; None means end of input). Default: the prompt goes to stderr and the line
+        comes from stdin, read without blocking the event loop.
+    :param on_step: ``on_step(name, detail)`` after each step: ``bind``, ``discovery``,
+        ``registration``, ``redirect``, ``callback``, ``token``. ``detail`` has no secrets.
+    :param transport: an ``httpx2`` transport for every request to the server (tests pass
+        ``httpx2.MockTransport``). Environment proxies are ignored for loopback issuers.
+    :param metadata: the server's metadata, for servers that publish none (RFC 8414 is
+        optional): at least ``authorization_endpoint`` and ``token_endpoint``, and
+        ``registration_endpoint`` when ``client_id`` is None. Discovery is skipped; an
+        ``issuer`` in it must equal ``issuer``.
+
+    :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
+        pass ``metadata=`` for a server that publishes none.
+    :raises UnsupportedServer: the issuer is not https, or the server offers no safe login
+        (no S256 PKCE, no code flow, no registration endpoint without ``client_id``).
+    :raises RegistrationError: dynamic registration was refused.
+    :raises UnsafeBrowserURL: the authorization endpoint is not https (nor loopback http).
+    :raises BrowserUnavailable: no browser opened and the URL was shown nowhere.
+    :raises AuthorizationDenied: the user (or policy) said no.
+    :raises AuthorizationError: the server answered the authorization with another error.
+    :raises IssuerMismatch: RFC 9207: the response came from another issuer.
+    :raises CallbackTimeout: nothing arrived within ``timeout``.
+    :raises TokenError: the token endpoint refused the code (RFC 6749 §5.2 fields).
+    :raises ServerUnreachable: the registration or token endpoint did not answer.
+    :raises CallbackPortInUse: the fixed port in ``config`` is busy.
+    """
+    issuer = check_issuer(issuer)
+    if client_secret is not None and client_id is None:
+        msg = "client_secret= needs the client_id= it belongs to."
+        raise ValueError(msg)
+    if resource is not None and (not isinstance(resource, str) or not resource):
+        msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
+        raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
+        raise ValueError(msg)
+    metadata_given = None if metadata is None else given_metadata(metadata, issuer)
+    if config is None:
+        config = CallbackConfig()
+    if paste and read_line is None:
+        read_line = TerminalLines()
+    elif not paste:
+        read_line = None
+    async with open_receiver(config) as receiver:
+        redirect_uri = receiver.redirect_uri
+        step(on_step, "bind", f"receiver listening on {redirect_uri}")
+        async with Client(
+            issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
+        ) as client:
+            if metadata_given is None:
+                server = await discover(client, issuer)
+            else:
+                server = metadata_given
+            check_server(server)
+            step(on_step, "discovery", f"metadata from {server.url}")
+            if client_id is None:
+                client_id, client_secret, auth_method = await register(
+                    client, server, redirect_uri, app_name=config.app_name, scope=scope
+                )
+                step(
+                    on_step, "registration", f"registered a native public client for {redirect_uri}"
+                )
+            else:
+                auth_method = None
+                step(on_step, "registration", "skipped: using the given client_id")
+            client.set_client(client_id, client_secret, auth_method)
+
+            # RFC 9207 §2.4: when the server promises iss, a response without it (or with
+            # another) is refused by the receiver as a possible mix-up attack.
+            pending = receiver.expect(issuer=issuer if server.issues_iss else None)
+            code_verifier = generate_token(VERIFIER_LENGTH)
+            url = client.authorization_url(
+                server.authorization_endpoint,
+                state=pending.state,
+                code_verifier=code_verifier,
+                resource=resource,
+            )
+            check_pkce(url, code_verifier)
+            check_browser_url(url)
+            endpoint = server.authorization_endpoint.partition("?")[0]
+            first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
+            if show_url is not None:
+                show_url(url)
+            elif paste:
+                first_prompt = (
+                    f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
+                )
+            if not paste or open_browser is not None:
+                opened = await launch_browser(url, open_browser)
+                if not opened and show_url is None and not paste:
+                    msg = (
+                        "Could not open a browser for the login, and the authorization URL "
+                        "was not shown anywhere. Pass show_url= (e.g. print) so the user can "
+                        "open it by hand, or paste=True for a session without a browser "
+                        "(CLI: --no-browser)."
+                    )
+                    raise BrowserUnavailable(msg)
+                logger.info("sent the browser to %s", endpoint)
+                step(on_step, "redirect", f"browser sent to {endpoint}")
+            else:
+                step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+            try:
+                response = await wait_for_response(
+                    receiver, pending, timeout, read_line, first_prompt
+                )
+            except AuthorizationError as exc:
+                check_present_iss(exc.iss, issuer)
+                raise
+            check_present_iss(response.iss, issuer)
+            checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
+            step(on_step, "callback", f"authorization code received{checked}")
+            token = await client.exchange(
+                server.token_endpoint,
+                code=response.code,
+                code_verifier=code_verifier,
+                redirect_uri=redirect_uri,
+                resource=resource,
+            )
+            step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
+            return token

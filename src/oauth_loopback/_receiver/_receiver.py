@@ -1,0 +1,295 @@
+"""The public receiver: ``open_receiver()``, ``CallbackReceiver`` and ``PendingCallback``.
+
+One task group per receiver, no threads, no backend-specific imports: the same code runs on
+asyncio and on trio. Binding is ``_binding``'s job, connections are ``_serving``'s, decisions
+the core's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from .._config import CallbackConfig
+from .._errors import CallbackRejected, CallbackTimeout, ReceiverClosed
+from ._binding import bind
+from ._registry import AuthorizationResponse, Outcome, StateRegistry
+from ._routing import allowed_host_headers, split_target
+from ._serving import ConnectionServer
+from ._tasks import background
+
+__all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
+
+logger = logging.getLogger("oauth_loopback.server")
+
+# 32 bytes = 256 bits from the OS CSPRNG (DESIGN §5 asks for at least 128).
+_STATE_BYTES = 32
+
+
+# open_receiver() without a config: frozen, so one instance serves every call (building and
+# validating a CallbackConfig is a sixth of the bind latency).
+_DEFAULT_CONFIG = CallbackConfig()
+
+
+class PendingCallback:
+    """One login waiting on a receiver for the authorization response with its ``state``.
+
+    Await :meth:`wait` once. When it returns, raises, times out or is cancelled, the state is
+    forgotten: a later callback for it gets a 4xx page.
+    """
+
+    __slots__ = ("_awaited", "_event", "_outcome", "_receiver", "issuer", "state")
+
+    def __init__(self, receiver: CallbackReceiver, state: str, issuer: str | None) -> None:
+        self._receiver = receiver
+        #: The OAuth ``state`` to put in the authorization URL.
+        self.state = state
+        #: The RFC 9207 issuer the response must name, or None.
+        self.issuer = issuer
+        self._outcome: Outcome | None = None
+        self._event: anyio.Event | None = None
+        self._awaited = False
+
+    def __repr__(self) -> str:
+        return f"<PendingCallback state=<redacted> issuer={self.issuer!r} done={self.done}>"
+
+    @property
+    def done(self) -> bool:
+        """True once a response (or an error, or the receiver's close) has arrived."""
+        return self._outcome is not None
+
+    def cancel(self) -> None:
+        """Forget this login now: a callback for its state gets a 4xx page from here on.
+
+        For a login abandoned before :meth:`wait` (the caller gave up, or another way of
+        logging in won). A waiter already in :meth:`wait` is woken with
+        :class:`ReceiverClosed`. Calling it again, or after the login finished, does nothing.
+        """
+        self._receiver._forget(self, "cancelled")
+        self._resolve(
+            ReceiverClosed(
+                "This login was cancelled (PendingCallback.cancel()) before its authorization "
+                "response arrived. Call receiver.expect() to start another."
+            )
+        )
+
+    def _resolve(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+            if self._event is not None:
+                self._event.set()
+
+    # DESIGN §3's one deliberate timeout= parameter: a login must not hang forever by
+    # default. It is implemented with a cancel scope.
+    async def wait(self, timeout: float | None = None) -> AuthorizationResponse:  # noqa: ASYNC109
+        """Wait for the authorization response and return it.
+
+        :param timeout: seconds; ``None`` uses :attr:`CallbackConfig.timeout` (300 s by
+            default; ``CallbackConfig(timeout=None)`` waits forever), ``math.inf`` waits forever.
+        :raises AuthorizationDenied: the user or server denied access (``error=access_denied``).
+        :raises AuthorizationError: the server answered with another ``error``.
+        :raises IssuerMismatch: ``expect(issuer=...)`` was given and ``iss`` did not match.
+        :raises CallbackTimeout: nothing arrived in time (a :class:`TimeoutError`).
+        :raises ReceiverClosed: the receiver was closed first.
+        :raises RuntimeError: ``wait()`` was already called for this login.
+        """
+        if self._awaited:
+            msg = (
+                "wait() was already called for this login. A PendingCallback is awaited "
+                "once; call receiver.expect() again to start another login."
+            )
+            raise RuntimeError(msg)
+        self._awaited = True
+        if timeout is None:
+            timeout = self._receiver.config.timeout
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            msg = f"wait(timeout=...) must be a positive number of seconds, not {timeout!r}."
+            raise ValueError(msg)
+        receiver = self._receiver
+        try:
+            if self._outcome is None:
+                self._event = event = anyio.Event()
+                with anyio.move_on_after(math.inf if timeout is None else timeout):
+                    await event.wait()
+                outcome = self._outcome
+                if outcome is None:
+                    receiver._forget(self, "timeout")
+                    raise CallbackTimeout(math.inf if timeout is None else timeout)
+            else:
+                from anyio.lowlevel import checkpoint
+
+                await checkpoint()
+                outcome = self._outcome
+        finally:
+            # Returned, raised, timed out or cancelled: this state is finished either way.
+            receiver._forget(self, "cancelled")
+        if isinstance(outcome, AuthorizationResponse):
+            return outcome
+        raise outcome
+
+
+class CallbackReceiver:
+    """A loopback HTTP listener that hands authorization responses to waiting logins.
+
+    Get one from :func:`open_receiver`. ``expect()`` registers a login; many logins can wait
+    on one receiver at once, each woken by its own ``state``.
+    """
+
+    def __init__(self, config: CallbackConfig, bound_host: str, port: int) -> None:
+        self.config = config
+        #: The port the OS assigned (or the fixed one you asked for).
+        self.port = port
+        #: Where the receiver listens: ``127.0.0.1``, ``::1`` or ``localhost``.
+        self.host = bound_host
+        uri_host = {"::1": "[::1]"}.get(bound_host, bound_host)
+        #: ``http://127.0.0.1:<port>/callback``: register this with the authorization server.
+        self.redirect_uri = f"http://{uri_host}:{port}{config.path}"
+        self._registry: StateRegistry[PendingCallback] = StateRegistry()
+        self._allowed_hosts = allowed_host_headers(bound_host, port)
+        self._closed = False
+        self._server = ConnectionServer(config, self._registry, self._allowed_hosts)
+
+    def __repr__(self) -> str:
+        return f"<CallbackReceiver {self.redirect_uri} pending={len(self._registry)}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending_count(self) -> int:
+        """How many logins are waiting."""
+        return len(self._registry)
+
+    def expect(self, state: str | None = None, *, issuer: str | None = None) -> PendingCallback:
+        """Register a login and return its :class:`PendingCallback`.
+
+        :param state: your own ``state``; by default a fresh one with 256 random bits from
+            :mod:`secrets`. States are single-use; one already pending raises ``ValueError``.
+        :param issuer: RFC 9207: the response must carry exactly this ``iss``, or the waiter
+            gets :class:`IssuerMismatch`.
+        """
+        if self._closed:
+            msg = "This receiver is closed; open a new one with open_receiver() to log in again."
+            raise ReceiverClosed(msg)
+        if state is None:
+            import secrets  # loaded on the first expect(), not at import
+
+            state = secrets.token_urlsafe(_STATE_BYTES)
+        elif not isinstance(state, str) or not state:
+            msg = f"state must be a non-empty string (or None for a random one), not {state!r}."
+            raise ValueError(msg)
+        if issuer is not None and (not isinstance(issuer, str) or not issuer):
+            msg = f"issuer must be a non-empty string such as 'https://as.example', not {issuer!r}."
+            raise ValueError(msg)
+        pending = PendingCallback(self, state, issuer)
+        self._registry.add(state, pending)
+        return pending
+
+    def deliver(self, url_or_query: str) -> None:
+        """Feed a pasted redirect URL (or its query) through the same checks as a request.
+
+        For sessions where the browser cannot reach this machine's loopback (SSH,
+        containers): the user copies the address the browser failed to load, and it wakes
+        the waiting login exactly as a real callback would.
+
+        :raises CallbackRejected: the URL is not a response this receiver can accept (wrong
+            path, unknown or used state, ...); its message says why. Nothing is consumed.
+        """
+        text = url_or_query.strip()
+        if "://" in text or text.startswith("/"):
+            path, query = split_target(text)
+            if path != self.config.path:
+                msg = (
+                    f"The pasted address does not end in {self.config.path}, so it is not "
+                    f"this login's redirect. Copy the whole address from the browser's "
+                    f"address bar after the sign-in."
+                )
+                raise CallbackRejected(msg, 404, title="Not this login's address")
+        else:
+            query = text.removeprefix("?")
+        waiter, outcome = self._registry.match(query, self.config.app_name)
+        waiter._resolve(outcome)
+
+    def _forget(self, pending: PendingCallback, why: str) -> None:
+        self._registry.forget(pending.state, pending, why)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        waiters = self._registry.drain()
+        if waiters:
+            logger.debug("receiver closing with %d login(s) still waiting", len(waiters))
+        for waiter in waiters:
+            waiter._resolve(
+                ReceiverClosed(
+                    "The callback receiver was closed before the authorization response "
+                    "arrived. Keep the 'async with open_receiver()' block open until wait() "
+                    "returns."
+                )
+            )
+
+
+_LAZY_SERVING_IMPORTS = ("html", "secrets", "urllib.parse", "anyio.lowlevel")
+
+
+def _preload_serving_imports() -> None:
+    """Load what the serving path imports lazily, before the first request arrives.
+
+    They stay out of ``import oauth_loopback`` (start-up time, issue 4), but must not be
+    imported while a request is served: with the process out of file descriptors an import
+    cannot open its file, and the browser would get nothing. After the first receiver these
+    are dictionary lookups.
+    """
+    if all(module in sys.modules for module in _LAZY_SERVING_IMPORTS):
+        return  # every receiver after the first: no import machinery on the bind path
+    import importlib
+
+    for module in _LAZY_SERVING_IMPORTS:
+        importlib.import_module(module)
+
+
+@asynccontextmanager
+async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[CallbackReceiver]:
+    """Bind a loopback callback receiver and serve it for the duration of the block.
+
+    The socket is bound and listening before this returns, so ``receiver.redirect_uri`` can
+    be handed to the authorization server at once. By default the OS picks the port
+    (RFC 8252 §7.3); a fixed port that is busy raises :class:`CallbackPortInUse` right away.
+    Leaving the block wakes every waiting login with :class:`ReceiverClosed`.
+
+    >>> async with open_receiver() as receiver:               # doctest: +SKIP
+    ...     pending = receiver.expect()
+    ...     url = build_authorization_url(receiver.redirect_uri, pending.state)
+    ...     response = await pending.wait()
+    """
+    if config is None:
+        config = _DEFAULT_CONFIG
+    elif not isinstance(config, CallbackConfig):
+        msg = (
+            f"open_receiver() takes a CallbackConfig, not {type(config).__name__}; for a "
+            f"mapping of settings use CallbackConfig.from_mapping(...)."
+        )
+        raise TypeError(msg)
+    _preload_serving_imports()
+    sockets, host, port = bind(config)
+    try:
+        receiver = CallbackReceiver(config, host, port)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    logger.debug("listening for authorization responses on %s", receiver.redirect_uri)
+    async with background() as tg:
+        for sock in sockets:
+            tg.start_soon(receiver._server.accept_loop, sock, tg)
+        try:
+            yield receiver
+        finally:
+            receiver._close()

@@ -1,0 +1,1 @@
+"""Token and registration stores (what staying logged in keeps between runs)."""
