@@ -33,7 +33,7 @@ from .._errors import (
 from .._receiver._receiver import open_receiver
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce
-from ._metadata import check_issuer, check_server, discover, given_metadata
+from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
 from ._registration import register
 from ._token import Token
@@ -142,48 +142,33 @@ async def authorize(
     :raises CallbackPortInUse: the fixed port in ``config`` is busy.
     """
     issuer = check_issuer(issuer)
-    if client_secret is not None and client_id is None:
-        msg = "client_secret= needs the client_id= it belongs to."
-        raise ValueError(msg)
-    if resource is not None and (not isinstance(resource, str) or not resource):
-        msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
-        raise ValueError(msg)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
-        raise ValueError(msg)
+    _check_arguments(client_id, client_secret, resource, timeout)
     metadata_given = None if metadata is None else given_metadata(metadata, issuer)
     if config is None:
         config = CallbackConfig()
-    if paste and read_line is None:
-        read_line = TerminalLines()
-    elif not paste:
+    if not paste:
         read_line = None
+    elif read_line is None:
+        read_line = TerminalLines()
     async with open_receiver(config) as receiver:
         redirect_uri = receiver.redirect_uri
         step(on_step, "bind", f"receiver listening on {redirect_uri}")
         async with Client(
             issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
         ) as client:
-            if metadata_given is None:
-                server = await discover(client, issuer)
-            else:
-                server = metadata_given
+            server = metadata_given or await discover(client, issuer)
             check_server(server)
             step(on_step, "discovery", f"metadata from {server.url}")
-            if client_id is None:
-                client_id, client_secret, auth_method = await register(
-                    client, server, redirect_uri, app_name=config.app_name, scope=scope
-                )
-                step(
-                    on_step, "registration", f"registered a native public client for {redirect_uri}"
-                )
-            else:
-                auth_method = None
-                step(on_step, "registration", "skipped: using the given client_id")
-            client.set_client(client_id, client_secret, auth_method)
-
+            await _set_client(
+                client,
+                server,
+                redirect_uri,
+                config.app_name,
+                client_id,
+                client_secret,
+                scope,
+                on_step,
+            )
             # RFC 9207 §2.4: when the server promises iss, a response without it (or with
             # another) is refused by the receiver as a possible mix-up attack.
             pending = receiver.expect(issuer=issuer if server.issues_iss else None)
@@ -196,28 +181,9 @@ async def authorize(
             )
             check_pkce(url, code_verifier)
             check_browser_url(url)
-            endpoint = server.authorization_endpoint.partition("?")[0]
-            first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
-            if show_url is not None:
-                show_url(url)
-            elif paste:
-                first_prompt = (
-                    f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
-                )
-            if not paste or open_browser is not None:
-                opened = await launch_browser(url, open_browser)
-                if not opened and show_url is None and not paste:
-                    msg = (
-                        "Could not open a browser for the login, and the authorization URL "
-                        "was not shown anywhere. Pass show_url= (e.g. print) so the user can "
-                        "open it by hand, or paste=True for a session without a browser "
-                        "(CLI: --no-browser)."
-                    )
-                    raise BrowserUnavailable(msg)
-                logger.info("sent the browser to %s", endpoint)
-                step(on_step, "redirect", f"browser sent to {endpoint}")
-            else:
-                step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+            first_prompt = await _send_user(
+                url, server, redirect_uri, open_browser, paste, show_url, on_step
+            )
             try:
                 response = await wait_for_response(
                     receiver, pending, timeout, read_line, first_prompt
@@ -237,3 +203,74 @@ async def authorize(
             )
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
+
+
+def _check_arguments(
+    client_id: str | None, client_secret: str | None, resource: str | None, timeout: float | None
+) -> None:
+    """Refuse bad arguments before anything is bound or sent."""
+    if client_secret is not None and client_id is None:
+        msg = "client_secret= needs the client_id= it belongs to."
+        raise ValueError(msg)
+    if resource is not None and (not isinstance(resource, str) or not resource):
+        msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
+        raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
+        raise ValueError(msg)
+
+
+async def _set_client(
+    client: Client,
+    server: Metadata,
+    redirect_uri: str,
+    app_name: str,
+    client_id: str | None,
+    client_secret: str | None,
+    scope: str | None,
+    on_step: StepCallback | None,
+) -> None:
+    """Use the given client, or register one for the live redirect URI (RFC 7591)."""
+    if client_id is None:
+        client_id, client_secret, auth_method = await register(
+            client, server, redirect_uri, app_name=app_name, scope=scope
+        )
+        step(on_step, "registration", f"registered a native public client for {redirect_uri}")
+    else:
+        auth_method = None
+        step(on_step, "registration", "skipped: using the given client_id")
+    client.set_client(client_id, client_secret, auth_method)
+
+
+async def _send_user(
+    url: str,
+    server: Metadata,
+    redirect_uri: str,
+    open_browser: BrowserOpener | None,
+    paste: bool,
+    show_url: ShowURL | None,
+    on_step: StepCallback | None,
+) -> str:
+    """Show the URL and/or open the browser; return the paste prompt's first text."""
+    endpoint = server.authorization_endpoint.partition("?")[0]
+    first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
+    if show_url is not None:
+        show_url(url)
+    elif paste:
+        first_prompt = f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
+    if paste and open_browser is None:
+        step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+        return first_prompt
+    opened = await launch_browser(url, open_browser)
+    if not opened and show_url is None and not paste:
+        msg = (
+            "Could not open a browser for the login, and the authorization URL was not shown "
+            "anywhere. Pass show_url= (e.g. print) so the user can open it by hand, or "
+            "paste=True for a session without a browser (CLI: --no-browser)."
+        )
+        raise BrowserUnavailable(msg)
+    logger.info("sent the browser to %s", endpoint)
+    step(on_step, "redirect", f"browser sent to {endpoint}")
+    return first_prompt
