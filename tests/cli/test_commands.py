@@ -112,10 +112,10 @@ def test_demo_prints_every_step_and_exits_zero(backend: str) -> None:
 # --- login, in-process against the embedded server ------------------------------------------
 
 
-async def test_login_output_file_is_private_and_atomic(
+async def test_login_output_file_is_private_and_replaces_the_old_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--output writes the token JSON with mode 0600, replacing an older file."""
+    """--output writes the token JSON with mode 0600, replacing an older file, no temp left."""
     target = tmp_path / "token.json"
     target.write_text("old")
     target.chmod(0o644)
@@ -128,6 +128,7 @@ async def test_login_output_file_is_private_and_atomic(
     document = _read_private(target)
     assert document["access_token"] == issued.access_token
     assert document["token_type"] == "Bearer"
+    assert sorted(os.listdir(tmp_path)) == ["token.json"]
     assert issued.access_token not in captured.out + captured.err
 
 
