@@ -1,0 +1,1 @@
+"""The login protocol: authorization, tokens, and the building blocks they use."""
