@@ -323,3 +323,91 @@ class UnsafeBrowserURL(OAuthLoopbackError, ValueError):
 
 class InvalidAuthorizationURL(OAuthLoopbackError, ValueError):
     """The SDK handed ``redirect_handler`` a URL this receiver cannot complete a login for."""
+
+
+# --- DPoP (RFC 9449) and ID tokens (OpenID Connect Core 1.0) ---------------------------------
+#
+#   OAuthLoopbackError
+#   ├── DPoPError                    RFC 9449: sender-constrained tokens
+#   │   ├── DPoPKeyInvalid           (also ValueError) a stored DPoP key cannot be used
+#   │   └── DPoPProofRejected        a DPoP proof failed verification (server side, §4.3)
+#   └── IDTokenError                 an ID token failed validation (OIDC Core §3.1.3.7)
+
+__all__ += ["DPoPError", "DPoPKeyInvalid", "DPoPProofRejected", "IDTokenError"]
+
+
+class DPoPError(OAuthLoopbackError):
+    """Base class of the DPoP (RFC 9449) errors."""
+
+
+class DPoPKeyInvalid(DPoPError, ValueError):
+    """A stored DPoP key cannot be loaded: it must be a private P-256 JWK (RFC 9449 §4.2, ES256).
+
+    The message says what is wrong with it; the fix is always to forget the stored login, so
+    that the next login makes a fresh key (tokens bound to the old key are useless without it).
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        self.message = (
+            f"The stored DPoP key cannot be used: {detail}. Tokens bound to it cannot be used "
+            f"either. Remove the stored login (clear its entry in the token store) so the next "
+            f"login creates a new key."
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[DPoPKeyInvalid], tuple[str]]:
+        return (type(self), (self.detail,))
+
+
+class DPoPProofRejected(DPoPError):
+    """A DPoP proof failed one of the checks of RFC 9449 §4.3.
+
+    Raised by the server-side verifier (the embedded test authorization server uses it).
+    ``reason`` is a short stable code (``"typ"``, ``"alg-none"``, ``"signature"``, ``"htu"``,
+    ``"replay"``, ``"nonce-missing"``, ...) and ``error`` the OAuth error code to answer with:
+    ``use_dpop_nonce`` for a missing or stale nonce (RFC 9449 §8, §9), else
+    ``invalid_dpop_proof`` (§7.1). The message is meant for the client's developer, as an
+    ``error_description``.
+    """
+
+    #: The reasons that mean "sign again with the server's current nonce" (RFC 9449 §8, §9);
+    #: every other reason is ``invalid_dpop_proof`` (§7.1).
+    NONCE_REASONS = frozenset({"nonce-missing", "nonce-mismatch"})
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        self.error = "use_dpop_nonce" if reason in self.NONCE_REASONS else "invalid_dpop_proof"
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[DPoPProofRejected], tuple[str, str]]:
+        return (type(self), (self.reason, self.message))
+
+
+class IDTokenError(OAuthLoopbackError):
+    """An ID token failed validation (OpenID Connect Core 1.0 §3.1.3.7); it was not used.
+
+    ``reason`` is a short stable code: ``"malformed"``, ``"encrypted"``, ``"unsigned"``
+    (``alg: none``), ``"symmetric"`` (HS256 and friends), ``"algorithm"``, ``"jwks"``,
+    ``"unknown-kid"``, ``"no-key"``, ``"signature"``, ``"claims"``, ``"issuer"``,
+    ``"audience"``, ``"azp"``, ``"expired"``, ``"not-yet-valid"``, ``"issued-in-future"``,
+    ``"nonce"`` or ``"at-hash"``. The message says what was wrong and what fixes it.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[IDTokenError], tuple[str, str]]:
+        return (type(self), (self.reason, self.message))
