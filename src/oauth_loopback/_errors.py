@@ -136,8 +136,15 @@ class AuthorizationError(OAuthLoopbackError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_authorization_error,
-            (type(self), self.error, self.description, self.uri, self.iss, self.state,
-             dict(self.params)),
+            (
+                type(self),
+                self.error,
+                self.description,
+                self.uri,
+                self.iss,
+                self.state,
+                dict(self.params),
+            ),
         )
 
 
@@ -187,7 +194,9 @@ class CallbackRejected(OAuthLoopbackError):
     pasted URL through :meth:`CallbackReceiver.deliver`.
     """
 
-    def __init__(self, message: str, status_hint: int = 400, *, title: str = "Not accepted") -> None:
+    def __init__(
+        self, message: str, status_hint: int = 400, *, title: str = "Not accepted"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_hint = status_hint
@@ -199,3 +208,30 @@ class CallbackRejected(OAuthLoopbackError):
 
 def _rebuild_rejected(message: str, status_hint: int, title: str) -> CallbackRejected:
     return CallbackRejected(message, status_hint, title=title)
+
+
+class TokenStoreError(OAuthLoopbackError):
+    """A token store could not be read or written safely; nothing was overwritten.
+
+    The message says what is wrong with which file (or keyring entry) and what fixes it
+    (delete it, ``oauth-loopback logout ISSUER``, ``chmod 600``, ...). ``path`` is the file or
+    directory concerned, or ``None`` for a keyring entry.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_token_store_error, (self.message, self.path))
+
+
+def _rebuild_token_store_error(message: str, path: str | None) -> TokenStoreError:
+    return TokenStoreError(message, path=path)
+
+
+__all__ += ["TokenStoreError"]  # kept apart from the list above so merges stay additive
