@@ -227,3 +227,11 @@ async def test_saving_a_login_without_tokens_or_client(store: TokenStore) -> Non
     bare = StoredLogin(issuer=ISSUER)
     saved = await store.save(bare)
     assert await store.load(LoginKey(ISSUER)) == saved
+
+
+async def test_lock_is_not_reentrant(store: TokenStore) -> None:
+    """Taking lock(key) again inside itself raises instead of deadlocking silently."""
+    async with store.lock(KEY):
+        with pytest.raises(RuntimeError):
+            async with store.lock(KEY):
+                pass
