@@ -411,3 +411,30 @@ class IDTokenError(OAuthLoopbackError):
 
     def __reduce__(self) -> tuple[type[IDTokenError], tuple[str, str]]:
         return (type(self), (self.reason, self.message))
+
+
+class TokenStoreError(OAuthLoopbackError):
+    """A token store could not be read or written safely; nothing was overwritten.
+
+    The message says what is wrong with which file (or keyring entry) and what fixes it
+    (delete it, ``oauth-loopback logout ISSUER``, ``chmod 600``, ...). ``path`` is the file or
+    directory concerned, or ``None`` for a keyring entry.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_token_store_error, (self.message, self.path))
+
+
+def _rebuild_token_store_error(message: str, path: str | None) -> TokenStoreError:
+    return TokenStoreError(message, path=path)
+
+
+__all__ += ["TokenStoreError"]  # kept apart from the list above so merges stay additive
