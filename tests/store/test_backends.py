@@ -21,7 +21,7 @@ from oauth_loopback._store import (
     TokenStore,
 )
 
-from ._store_helpers import ISSUER, RESOURCE, SECRETS, DictKeyring, sample_login
+from ._helpers import ISSUER, RESOURCE, SECRETS, DictKeyring, sample_login
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 from oauth_loopback._errors import TokenStoreError
 from oauth_loopback._store import FileTokenStore, LoginKey, StoredLogin
 
-from ._store_helpers import ISSUER, RESOURCE, SECRETS, sample_login
+from ._helpers import ISSUER, RESOURCE, SECRETS, sample_login
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +124,7 @@ async def test_crash_mid_save_leaves_the_old_file(store: FileTokenStore) -> None
         import anyio
         from oauth_loopback._store import FileTokenStore
         sys.path.insert(0, sys.argv[2])
-        from tests._store_helpers import sample_login
+        from tests.store._helpers import sample_login
 
         def crash(src, dst):
             os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no cleanup runs

@@ -14,7 +14,7 @@ import pytest
 from oauth_loopback._errors import TokenStoreError
 from oauth_loopback._store import KeyringTokenStore, LoginKey
 
-from ._store_helpers import ISSUER, RESOURCE, SECRETS, DictKeyring, sample_login
+from ._helpers import ISSUER, RESOURCE, SECRETS, DictKeyring, sample_login
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from oauth_loopback._store import FileTokenStore, KeyringTokenStore, LoginKey
 from oauth_loopback._store._locks import _Attempt
 
-from ._store_helpers import ISSUER, DictKeyring
+from ._helpers import ISSUER, DictKeyring
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from oauth_loopback._store import (
 )
 from oauth_loopback._store._records import FORMAT, FORMAT_VERSION, LoginFormatError
 
-from ._store_helpers import ACCESS, ISSUER, REFRESH, RESOURCE, SECRETS, sample_login
+from ._helpers import ACCESS, ISSUER, REFRESH, RESOURCE, SECRETS, sample_login
 
 
 def test_login_round_trips_through_json() -> None:
