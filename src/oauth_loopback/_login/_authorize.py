@@ -73,7 +73,7 @@ async def authorize(
     resource: str | None = None,
     config: CallbackConfig | None = None,
     open_browser: BrowserOpener | None = None,
-    # The contract: a login must not hang forever by default (like wait(timeout=),
+    # A login must not hang forever by default (like wait(timeout=),
     # the deliberate exception to ASYNC109, implemented with the receiver's cancel scope).
     timeout: float | None = None,
     paste: bool = False,

@@ -127,7 +127,7 @@ async def wait_for_response(
             response = await pending.wait(wait_seconds)
         except OAuthLoopbackError as exc:
             # Raised below, outside the task group, so the caller sees the typed error and
-            # never an ExceptionGroup (DESIGN §3).
+            # never an ExceptionGroup.
             failure = exc
         finally:
             tg.cancel_scope.cancel()

@@ -27,7 +27,7 @@ __all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
 
 logger = logging.getLogger("oauth_loopback.server")
 
-# 32 bytes = 256 bits from the OS CSPRNG (DESIGN §5 asks for at least 128).
+# 32 bytes = 256 bits from the OS CSPRNG (SECURITY.md: at least 128).
 _STATE_BYTES = 32
 
 
@@ -84,7 +84,7 @@ class PendingCallback:
             if self._event is not None:
                 self._event.set()
 
-    # DESIGN §3's one deliberate timeout= parameter: a login must not hang forever by
+    # The one deliberate timeout= parameter (README, 'Decisions we made'): a login must not hang forever by
     # default. It is implemented with a cancel scope.
     async def wait(self, timeout: float | None = None) -> AuthorizationResponse:  # noqa: ASYNC109
         """Wait for the authorization response and return it.
@@ -242,7 +242,7 @@ _LAZY_SERVING_IMPORTS = ("html", "secrets", "urllib.parse", "anyio.lowlevel")
 def _preload_serving_imports() -> None:
     """Load what the serving path imports lazily, before the first request arrives.
 
-    They stay out of ``import oauth_loopback`` (start-up time, issue 4), but must not be
+    They stay out of ``import oauth_loopback`` (start-up time, docs/benchmarks.md), but must not be
     imported while a request is served: with the process out of file descriptors an import
     cannot open its file, and the browser would get nothing. After the first receiver these
     are dictionary lookups.

@@ -1,7 +1,7 @@
 """Serving connections: accept, move bytes through h11, decide with the core, answer.
 
 Every decision is made by the sans-I/O core (``_routing``, ``_registry``, ``_pages``); this
-module only does I/O, and every per-connection failure stays in its connection (DESIGN §5).
+module only does I/O, and every per-connection failure stays in its connection (SECURITY.md).
 :class:`ConnectionServer` serves the listening sockets of one receiver; the public
 :class:`~oauth_loopback.CallbackReceiver` owns it and the state registry it dispatches to.
 """
@@ -65,7 +65,7 @@ class ConnectionServer:
         # returns: such a request is answered right here, with no transport, no task and no
         # read deadline (nothing is waited for). Anything else -- no data yet, a partial head
         # -- becomes an anyio stream served by its own task with the bytes already read.
-        # (issue 4: this is what puts dispatch below the bare anyio + h11 floor.)
+        # (docs/benchmarks.md: this is what puts dispatch below the bare anyio + h11 floor.)
         with sock:
             while True:
                 await anyio.wait_readable(sock)
@@ -230,7 +230,7 @@ class ConnectionServer:
         if isinstance(decided, tuple):
             return decided
         # Delivered. Let the woken login run before the page is rendered and written
-        # (DESIGN §3: wake the waiter first), then answer the browser.
+        # (the caller can start its token exchange at once), then answer the browser.
         from anyio.lowlevel import cancel_shielded_checkpoint
 
         await cancel_shielded_checkpoint()
