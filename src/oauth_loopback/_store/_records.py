@@ -478,6 +478,7 @@ class StoredTokens:
         ``received_at + expires_in``. Pass the tokens it replaces as ``previous`` after a
         refresh: the server may leave out ``refresh_token`` (RFC 6749 §6: then the old one
         stays valid) and ``scope`` (§5.1: then it is unchanged), and those are kept.
+        A response without a string ``access_token`` and ``token_type`` raises ``ValueError``.
         """
         data = dict(response)
         arrived = time.time() if received_at is None else received_at
@@ -628,8 +629,7 @@ class StoredLogin:
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        key = LoginKey(self.issuer, self.resource)  # validates both
-        del key
+        LoginKey(self.issuer, self.resource)  # validates both, with LoginKey's messages
         if self.client is not None:
             if not isinstance(self.client, ClientRegistration):
                 msg = "StoredLogin(client=...) must be a ClientRegistration or None."
