@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from .._config import CallbackConfig
 from .._errors import CallbackRejected, CallbackTimeout, ReceiverClosed
-from ._binding import bind
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
 from ._routing import allowed_host_headers, split_target
-from ._serving import ConnectionServer
-from ._tasks import background
+
+if TYPE_CHECKING:
+    import socket
+
+    from anyio.abc import TaskGroup
+
+    from ._serving import ConnectionServer
 
 __all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
 
@@ -152,7 +156,7 @@ class CallbackReceiver:
         self._registry: StateRegistry[PendingCallback] = StateRegistry()
         self._allowed_hosts = allowed_host_headers(bound_host, port)
         self._closed = False
-        self._server = ConnectionServer(config, self._registry, self._allowed_hosts)
+        self._server = _shell().ConnectionServer(config, self._registry, self._allowed_hosts)
 
     def __repr__(self) -> str:
         return f"<CallbackReceiver {self.redirect_uri} pending={len(self._registry)}>"
@@ -236,23 +240,38 @@ class CallbackReceiver:
             )
 
 
-_LAZY_SERVING_IMPORTS = ("html", "secrets", "urllib.parse", "anyio.lowlevel")
+class _Shell(NamedTuple):
+    """The serving half of the receiver, loaded by the first ``open_receiver()``."""
+
+    bind: Callable[[CallbackConfig], tuple[list[socket.socket], str, int]]
+    ConnectionServer: type[ConnectionServer]
+    background: Callable[[], AbstractAsyncContextManager[TaskGroup]]
 
 
-def _preload_serving_imports() -> None:
-    """Load what the serving path imports lazily, before the first request arrives.
+_SHELL: _Shell | None = None
 
-    They stay out of ``import oauth_loopback`` (start-up time, docs/benchmarks.md), but must not be
-    imported while a request is served: with the process out of file descriptors an import
-    cannot open its file, and the browser would get nothing. After the first receiver these
-    are dictionary lookups.
+
+def _shell() -> _Shell:
+    """Load the serving shell (h11, connections, binding) and what it imports lazily.
+
+    None of it is in ``import oauth_loopback`` (start-up time, docs/benchmarks.md: a program
+    that only reads its settings pays nothing for h11). It is loaded before the first socket
+    is bound, never while a request is served: with the process out of file descriptors an
+    import cannot open its file, and the browser would get nothing. After the first receiver
+    this is one global lookup.
     """
-    if all(module in sys.modules for module in _LAZY_SERVING_IMPORTS):
-        return  # every receiver after the first: no import machinery on the bind path
-    import importlib
+    global _SHELL  # a load-once cache
+    if _SHELL is None:
+        import importlib
 
-    for module in _LAZY_SERVING_IMPORTS:
-        importlib.import_module(module)
+        for module in ("html", "secrets", "urllib.parse", "anyio.lowlevel"):
+            importlib.import_module(module)  # the serving path imports these lazily
+        from ._binding import bind
+        from ._serving import ConnectionServer
+        from ._tasks import background
+
+        _SHELL = _Shell(bind, ConnectionServer, background)
+    return _SHELL
 
 
 @asynccontextmanager
@@ -277,8 +296,8 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             f"mapping of settings use CallbackConfig.from_mapping(...)."
         )
         raise TypeError(msg)
-    _preload_serving_imports()
-    sockets, host, port = bind(config)
+    shell = _shell()
+    sockets, host, port = shell.bind(config)
     try:
         receiver = CallbackReceiver(config, host, port)
     except BaseException:
@@ -286,7 +305,7 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             sock.close()
         raise
     logger.debug("listening for authorization responses on %s", receiver.redirect_uri)
-    async with background() as tg:
+    async with shell.background() as tg:
         for sock in sockets:
             tg.start_soon(receiver._server.accept_loop, sock, tg)
         try:
