@@ -17,11 +17,18 @@ MODE decides how the authorization server matches redirect URIs:
     The SDK's stock behaviour: it echoes ``application_type: native`` and still matches
     redirect URIs exactly (``OAuthClientInformationFull.validate_redirect_uri``).
 
-Append ``+iss`` to MODE to add the RFC 9207 ``iss`` parameter to authorization responses.
+Append ``+iss`` to MODE to add the RFC 9207 ``iss`` parameter to authorization responses, and
+``+prereg`` to turn dynamic registration off and pre-register one native client,
+``PREREGISTERED_CLIENT_ID``, for the portless ``http://127.0.0.1/callback`` (RFC 8252 §7.3:
+any port; use it with ``loopback``).
+
+Every mode refreshes tokens (rotating the refresh token). ``+counts`` adds a tool beside
+``whoami``, ``grant_counts``, which says how many tokens each grant issued.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import sys
@@ -44,6 +51,8 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
 _LOOPBACK = ("127.0.0.1", "[::1]", "::1", "localhost")
+PREREGISTERED_CLIENT_ID = "preregistered-native-client"
+PREREGISTERED_REDIRECT_URI = "http://127.0.0.1/callback"
 
 
 class PortAgnosticClient(OAuthClientInformationFull):
@@ -81,6 +90,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         self.codes: dict[str, AuthorizationCode] = {}
         self.tokens: dict[str, AccessToken] = {}
         self.refresh: dict[str, RefreshToken] = {}
+        self.grants = {"authorization_code": 0, "refresh_token": 0}
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         return self.clients.get(client_id)
@@ -121,17 +131,19 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
     ) -> OAuthToken:
         del self.codes[authorization_code.code]
+        self.grants["authorization_code"] += 1
+        return self._issue(client.client_id, authorization_code.scopes, authorization_code.resource)
+
+    def _issue(self, client_id: str, scopes: list[str], resource: str | None) -> OAuthToken:
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self.tokens[access] = AccessToken(
             token=access,
-            client_id=client.client_id,
-            scopes=authorization_code.scopes,
+            client_id=client_id,
+            scopes=scopes,
             expires_at=int(time.time()) + 3600,
-            resource=authorization_code.resource,
+            resource=resource,
         )
-        self.refresh[refresh] = RefreshToken(
-            token=refresh, client_id=client.client_id, scopes=authorization_code.scopes
-        )
+        self.refresh[refresh] = RefreshToken(token=refresh, client_id=client_id, scopes=scopes)
         return OAuthToken(
             access_token=access, token_type="Bearer", expires_in=3600, refresh_token=refresh
         )
@@ -139,12 +151,15 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str
     ) -> RefreshToken | None:
-        return self.refresh.get(refresh_token)
+        stored = self.refresh.get(refresh_token)
+        return stored if stored is not None and stored.client_id == client.client_id else None
 
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: RefreshToken, scopes: list[str]
     ) -> OAuthToken:
-        raise NotImplementedError("the tests never refresh")
+        del self.refresh[refresh_token.token]  # rotated (OAuth 2.1 §4.3.1)
+        self.grants["refresh_token"] += 1
+        return self._issue(client.client_id, scopes or refresh_token.scopes, None)
 
     async def load_access_token(self, token: str) -> AccessToken | None:
         return self.tokens.get(token)
@@ -154,15 +169,23 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
 
 
 async def _serve(mode: str) -> None:
-    base_mode, _, flag = mode.partition("+")
-    if base_mode not in ("loopback", "exact") or flag not in ("", "iss"):
+    base_mode, *flags = mode.split("+")
+    if base_mode not in ("loopback", "exact") or not set(flags) <= {"iss", "prereg", "counts"}:
         raise SystemExit(f"unknown mode {mode!r}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
     issuer = f"http://127.0.0.1:{port}"
-    provider = Provider(issuer, port_agnostic=base_mode == "loopback", send_iss=flag == "iss")
+    provider = Provider(issuer, port_agnostic=base_mode == "loopback", send_iss="iss" in flags)
+    if "prereg" in flags:
+        provider.clients[PREREGISTERED_CLIENT_ID] = PortAgnosticClient(
+            client_id=PREREGISTERED_CLIENT_ID,
+            redirect_uris=[AnyUrl(PREREGISTERED_REDIRECT_URI)],
+            token_endpoint_auth_method="none",
+            grant_types=["authorization_code", "refresh_token"],
+            application_type="native",
+        )
     server = MCPServer(
         name=f"test-{mode}",
         auth_server_provider=provider,
@@ -170,7 +193,7 @@ async def _serve(mode: str) -> None:
             issuer_url=issuer,  # type: ignore[arg-type]
             resource_server_url=f"{issuer}/mcp",  # type: ignore[arg-type]
             validate_token_resource=False,
-            client_registration_options=ClientRegistrationOptions(enabled=True),
+            client_registration_options=ClientRegistrationOptions(enabled="prereg" not in flags),
         ),
     )
 
@@ -178,6 +201,13 @@ async def _serve(mode: str) -> None:
     def whoami() -> str:
         """Say which server answered."""
         return f"hello from {mode}"
+
+    if "counts" in flags:
+
+        @server.tool()
+        def grant_counts() -> str:
+            """How many tokens each grant issued, as JSON."""
+            return json.dumps(provider.grants)
 
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning", lifespan="on")
     userver = uvicorn.Server(config)
