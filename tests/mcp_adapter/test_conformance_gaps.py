@@ -5,7 +5,7 @@
 none covers a client that restarts with stored credentials, nor a pre-registered client whose
 redirect URI carries no port (RFC 8252 §7.3). These tests do, with the real SDK client through
 :mod:`oauth_loopback.mcp` on asyncio and trio, against the SDK's own server
-(``tests/_mcp_server.py``).
+(``tests/mcp_adapter/_sdk_server.py``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pydantic import AnyUrl
 
 from oauth_loopback.mcp import loopback_oauth
 
-from ._mcp_server import PREREGISTERED_CLIENT_ID, PREREGISTERED_REDIRECT_URI
-from .test_mcp_e2e import LOGIN_DEADLINE, SERVER, Browser, MemoryStorage, _read_port
+from ._sdk_server import PREREGISTERED_CLIENT_ID, PREREGISTERED_REDIRECT_URI
+from .test_e2e import LOGIN_DEADLINE, SERVER, Browser, MemoryStorage, _read_port
 
 pytestmark = [
     pytest.mark.anyio,

@@ -26,8 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 import oauth_loopback as ol
-
-from ._oidc_provider import (
+from tests._oidc_provider import (
     MIN_NODE_MAJOR,
     HeadlessBrowser,
     Peer,
