@@ -438,3 +438,17 @@ def _rebuild_token_store_error(message: str, path: str | None) -> TokenStoreErro
 
 
 __all__ += ["TokenStoreError"]  # kept apart from the list above so merges stay additive
+
+
+class InputEnded(OAuthLoopbackError):
+    """The paste prompt's input ended (Ctrl-D, a closed pipe) before an address was pasted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The input ended before the address the browser was sent to was pasted, so the "
+            "login stopped instead of waiting for nothing. Run it again and paste the whole "
+            "address from the browser's address bar after signing in."
+        )
+
+
+__all__ += ["InputEnded"]

@@ -218,7 +218,8 @@ async def test_login_busy_port_prints_its_message(capsys: pytest.CaptureFixture[
         )
     err = capsys.readouterr().err
     assert code == 1
-    assert f"Callback port {port} on 127.0.0.1 is already in use" in err
+    assert f"callback port {port} on 127.0.0.1 is already in use" in err
+    assert "--port" in err
 
 
 async def test_login_secret_without_client_id_is_a_usage_error(

@@ -22,15 +22,33 @@ import math
 import sys
 from collections.abc import Sequence
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 import anyio
 
 from .._config import LEGACY_CALLBACK_PORT
-from .._errors import OAuthLoopbackError
 from ._demo import demo
 from ._doctor import BACKENDS, doctor, version
 from ._login import login
+from ._messages import fail, interrupted
 
 __all__ = ["main"]
+
+
+def _port(text: str) -> int:
+    """``--port``, the same rules in every command: a fixed port from 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if port == 0:
+        msg = "0 is not needed: leave --port out and the OS picks a free port"
+        raise argparse.ArgumentTypeError(msg)
+    if not 0 < port < 65536:
+        msg = f"must be a port number from 1 to 65535 (leave --port out for a free port the OS picks), not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return port
 
 
 def _positive_seconds(text: str) -> float:
@@ -67,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=None,
         help=f"check this fixed port instead of the legacy {LEGACY_CALLBACK_PORT}; "
         "exit status 1 if it is busy",
@@ -107,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     where = login.add_mutually_exclusive_group()
     where.add_argument(
         "--port",
-        type=int,
+        type=_port,
         metavar="N",
         help="listen on this fixed port (default: a free port the OS picks)",
     )
@@ -139,6 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         "FILE, atomically and readable by you only (mode 0600)",
     )
     login.add_argument(
+        "--metadata",
+        metavar="FILE",
+        help="the server's metadata as a JSON file (RFC 8414 fields: authorization_endpoint, "
+        "token_endpoint, ...), for servers that publish none; discovery is skipped",
+    )
+    login.add_argument(
         "--timeout",
         type=_positive_seconds,
         metavar="SECONDS",
@@ -160,20 +184,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec("trio") is None:
             print("--backend trio needs trio: pip install 'oauth-loopback[trio]'", file=sys.stderr)
             return 2
+    failure: BaseException | None = None
     try:
         if args.command == "doctor":
-            if args.port is not None and not 0 < args.port < 65536:
-                parser.error(f"--port must be from 1 to 65535, not {args.port}")
             return anyio.run(doctor, args.port, args.backend, backend=args.backend)
         if args.command == "demo":
             return anyio.run(demo, args.backend, backend=args.backend)
         if args.command == "login":
             return anyio.run(login, args, backend=args.backend)
-    except OAuthLoopbackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        failure = KeyboardInterrupt()
+    except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C
+        failure = group
+    except Exception as exc:  # noqa: BLE001  (the CLI boundary: one error line, never a traceback)
+        failure = exc
+    if failure is not None:
+        if interrupted(failure):
+            print("interrupted", file=sys.stderr)
+            return 130
+        return fail(failure)
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover  (parser.error exits)

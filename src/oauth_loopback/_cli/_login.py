@@ -19,12 +19,14 @@ import anyio
 
 from .._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from .._errors import OAuthLoopbackError
+from .._receiver._tasks import background
+from ._messages import fail
 
 if TYPE_CHECKING:
     from .._login._browser import BrowserOpener
     from .._login._token import Token
 
-__all__ = ["describe_token", "login", "status_line"]
+__all__ = ["check_output", "describe_token", "login", "read_metadata", "status_line"]
 
 
 def _redact(secret: object) -> str:
@@ -94,8 +96,71 @@ async def status_line(opened: anyio.Event, done: anyio.Event, seconds: float | N
         sys.stderr.flush()
 
 
+def check_output(output: str | None) -> str | None:
+    """Why ``--output`` cannot be written, checked before the login starts; None if it can."""
+    if output is None:
+        return None
+    path = Path(output)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return f"--output {output} is a directory; give a file name, such as {path / 'token.json'}."
+    if not directory.is_dir():
+        return (
+            f"--output {output}: the directory {directory} does not exist. Create it, or "
+            f"choose another path."
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"--output {output}: you cannot write in {directory}. Choose another path."
+    return None
+
+
+def read_metadata(path: str | None) -> dict[str, object] | None:
+    """The ``--metadata FILE`` document (RFC 8414 §2 fields), or raise a one-line OSError."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"--metadata {path}: cannot read it ({exc})."
+        raise OSError(msg) from exc
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        msg = f"--metadata {path} is not JSON ({exc}). Give the server's metadata document."
+        raise OSError(msg) from exc
+    if not isinstance(document, dict):
+        msg = f"--metadata {path} must hold a JSON object (the server's metadata), not a list or value."
+        raise OSError(msg)
+    return document
+
+
+def _opener_with_hint(live: bool) -> BrowserOpener:
+    """The default browser launch, telling the user what to do when no browser opened."""
+    from .._login._browser import launch_browser
+
+    async def open_browser(url: str) -> bool:
+        opened = await launch_browser(url)
+        if not opened:
+            print(
+                "No browser could be opened on this machine. Open the address above in any "
+                "browser that can reach this computer, or press Ctrl-C and run again with "
+                "--no-browser to paste the address you are sent to.",
+                file=sys.stderr,
+            )
+        return True  # the URL was shown: keep waiting, the user can open it by hand
+
+    return open_browser
+
+
 async def login(args: argparse.Namespace, *, open_browser: BrowserOpener | None = None) -> int:
     """``oauth-loopback login``; ``open_browser`` lets tests play the browser in-process."""
+    try:
+        return await _login(args, open_browser)
+    except (OAuthLoopbackError, OSError) as exc:
+        return fail(exc)
+
+
+async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -> int:
     from .._login._authorize import authorize
 
     client_secret = args.client_secret or os.environ.get("OAUTH_LOOPBACK_CLIENT_SECRET") or None
@@ -104,7 +169,14 @@ async def login(args: argparse.Namespace, *, open_browser: BrowserOpener | None 
             "error: --client-secret needs --client-id (the client it belongs to)", file=sys.stderr
         )
         return 2
+    problem = check_output(args.output)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    metadata = read_metadata(args.metadata)
     live = sys.stderr.isatty() and not args.no_browser
+    if open_browser is None and not args.no_browser:
+        open_browser = _opener_with_hint(live)
     opened, done = anyio.Event(), anyio.Event()
 
     def on_step(name: str, detail: str) -> None:
@@ -119,44 +191,37 @@ async def login(args: argparse.Namespace, *, open_browser: BrowserOpener | None 
             file=sys.stderr,
         )
 
-    token: Token | None = None
-    failure: OAuthLoopbackError | None = None
-    try:
-        config = _login_config(args)
-        async with anyio.create_task_group() as tg:
-            if live:
-                tg.start_soon(status_line, opened, done, args.timeout or config.timeout)
-            try:
-                token = await authorize(
-                    args.issuer,
-                    client_id=args.client_id,
-                    client_secret=client_secret,
-                    scope=args.scope,
-                    resource=args.resource,
-                    config=config,
-                    open_browser=open_browser,
-                    timeout=args.timeout,
-                    paste=args.no_browser,
-                    # --no-browser: the paste prompt shows the URL itself.
-                    show_url=None if args.no_browser else show_url,
-                    on_step=on_step,
-                )
-            except OAuthLoopbackError as exc:
-                failure = exc  # reported below, outside the task group
-            finally:
-                done.set()
-    except OAuthLoopbackError as exc:
-        failure = exc
-    if failure is not None:
-        print(f"error: {failure}", file=sys.stderr)
-        return 1
-    assert token is not None  # noqa: S101  (authorize returned)
+    config = _login_config(args)
+    async with background() as tg:
+        if live:
+            tg.start_soon(status_line, opened, done, args.timeout or config.timeout)
+        try:
+            token = await authorize(
+                args.issuer,
+                client_id=args.client_id,
+                client_secret=client_secret,
+                scope=args.scope,
+                resource=args.resource,
+                config=config,
+                open_browser=open_browser,
+                timeout=args.timeout,
+                paste=args.no_browser,
+                # --no-browser: the paste prompt shows the URL itself.
+                show_url=None if args.no_browser else show_url,
+                on_step=on_step,
+                metadata=metadata,
+            )
+        finally:
+            done.set()
     document = json.dumps(dict(token), indent=2, sort_keys=True) + "\n"
     if args.output is not None:
         try:
             _write_private(Path(args.output), document)
         except OSError as exc:
-            print(f"error: could not write the token to {args.output}: {exc}", file=sys.stderr)
+            print(
+                f"error: could not write the token to {args.output}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
             return 1
         print(f"Logged in. Token written to {args.output} (mode 0600).", file=sys.stderr)
     if args.json:

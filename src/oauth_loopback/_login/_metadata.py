@@ -114,10 +114,17 @@ def _string_list(document: Mapping[str, object], key: str) -> list[str] | None:
 
 def _endpoint(document: Mapping[str, object], key: str, source: str) -> str:
     value = document.get(key)
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         msg = (
             f"The metadata at {source} has no {key!r}, which this login needs (RFC 8414 §2). "
             f"The server may not support the authorization code flow."
+        )
+        raise UnsupportedServer(msg)
+    if not isinstance(value, str):
+        msg = (
+            f"The metadata at {source} gives {key!r} as a {type(value).__name__} "
+            f"({value!r:.80}), not the URL string RFC 8414 §2 requires. The server's metadata "
+            f"is malformed: report it to its operator."
         )
         raise UnsupportedServer(msg)
     parts = urlsplit(value)

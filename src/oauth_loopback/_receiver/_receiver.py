@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import anyio
 
 from .._config import CallbackConfig
-from .._errors import CallbackRejected, CallbackTimeout, ReceiverClosed
+from .._errors import CallbackRejected, CallbackTimeout, OAuthLoopbackError, ReceiverClosed
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
 from ._routing import allowed_host_headers, split_target
 
@@ -67,20 +67,21 @@ class PendingCallback:
         """True once a response (or an error, or the receiver's close) has arrived."""
         return self._outcome is not None
 
-    def cancel(self) -> None:
+    def cancel(self, error: OAuthLoopbackError | None = None) -> None:
         """Forget this login now: a callback for its state gets a 4xx page from here on.
 
-        For a login abandoned before :meth:`wait` (the caller gave up, or another way of
-        logging in won). A waiter already in :meth:`wait` is woken with
-        :class:`ReceiverClosed`. Calling it again, or after the login finished, does nothing.
+        For a login abandoned before its response arrived (the caller gave up, the user's
+        input ended, or another way of logging in won). A waiter in :meth:`wait` is woken with
+        ``error`` (default :class:`ReceiverClosed`). Calling it again, or after the login
+        finished, does nothing.
         """
         self._receiver._forget(self, "cancelled")
-        self._resolve(
-            ReceiverClosed(
+        if error is None:
+            error = ReceiverClosed(
                 "This login was cancelled (PendingCallback.cancel()) before its authorization "
                 "response arrived. Call receiver.expect() to start another."
             )
-        )
+        self._resolve(error)
 
     def _resolve(self, outcome: Outcome) -> None:
         if self._outcome is None:

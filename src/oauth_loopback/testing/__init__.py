@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketAttribute, SocketListener
 
+from .._receiver._tasks import background
 from ._authlib import (
     ClientRecord,
     OAuthBackend,
@@ -247,22 +248,9 @@ class AuthorizationServer:
         )
         http = HttpServer(self._routes.handle)
         logger.debug("test authorization server listening at %s", self.issuer)
-        failure: BaseException | None = None
-        async with anyio.create_task_group() as tg:
+        async with background() as tg:
             tg.start_soon(http.accept_loop, listener, tg)
-            try:
-                yield
-            except BaseException as exc:  # noqa: BLE001  (re-raised below, never swallowed)
-                # Re-raised outside the task group: callers see their own exception, never
-                # an ExceptionGroup of ours (as open_receiver does).
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if failure is not None:
-            try:
-                raise failure
-            finally:
-                failure = None
+            yield
 
     # --- what tests read -------------------------------------------------------------------
 
