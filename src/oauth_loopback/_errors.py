@@ -452,3 +452,23 @@ class InputEnded(OAuthLoopbackError):
 
 
 __all__ += ["InputEnded"]
+
+
+class ResourceDiscoveryError(OAuthLoopbackError):
+    """No usable RFC 9728 protected resource metadata; ``tried`` lists each URL with why."""
+
+    def __init__(self, message: str, *, tried: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_resource_error, (str(self), self.tried))
+
+
+def _rebuild_resource_error(
+    message: str, tried: tuple[tuple[str, str], ...]
+) -> ResourceDiscoveryError:
+    return ResourceDiscoveryError(message, tried=tried)
+
+
+__all__ += ["ResourceDiscoveryError"]
