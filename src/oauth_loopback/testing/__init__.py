@@ -41,12 +41,19 @@ from ._authlib import (
 )
 from ._browser import follow_redirects
 from ._http import HttpServer, bind_loopback
+from ._resource import ProtectedResource
 from ._routes import Routes, Switches
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["AuthorizationServer", "IssuedToken", "RegisteredClient", "follow_redirects"]
+__all__ = [
+    "AuthorizationServer",
+    "IssuedToken",
+    "ProtectedResource",
+    "RegisteredClient",
+    "follow_redirects",
+]
 
 logger = logging.getLogger("oauth_loopback.testing")
 
