@@ -472,3 +472,33 @@ def _rebuild_resource_error(
 
 
 __all__ += ["ResourceDiscoveryError"]
+
+
+class PushedAuthorizationError(AuthorizationError):
+    """The server refused the pushed authorization request (RFC 9126 §2.3): ``error`` says why."""
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status_code: int | None = None
+    ) -> None:
+        super().__init__(error, description)
+        self.status_code = status_code
+        detail = f": {description}" if description else ""
+        status = f" (HTTP {status_code})" if status_code is not None else ""
+        self.args = (
+            f"The server refused the pushed authorization request (RFC 9126) with "
+            f"error={error!r}{detail}{status}. Check the client ID and scopes; to send the "
+            f"request through the browser instead, pass par=False (only where the server does "
+            f"not require PAR).",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_par_error, (self.error, self.description, self.status_code))
+
+
+def _rebuild_par_error(
+    error: str, description: str | None, status_code: int | None
+) -> PushedAuthorizationError:
+    return PushedAuthorizationError(error, description, status_code=status_code)
+
+
+__all__ += ["PushedAuthorizationError"]

@@ -243,16 +243,8 @@ async def test_login_through_the_form_pages(oidc_peers: PeerPool) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    raises=ol.AuthorizationError,
-    strict=True,
-    reason=(
-        "issue 14: authorize() has no RFC 9126 PAR yet; a server that requires it answers "
-        "error=invalid_request 'Pushed Authorization Request must be used'"
-    ),
-)
 async def test_login_when_the_server_requires_par(oidc_peers: PeerPool) -> None:
-    """Against a server that requires pushed authorization requests, authorize() still logs in."""
+    """Against a server that requires pushed authorization requests, authorize() pushes (RFC 9126)."""
     peer = oidc_peers(requirePar=True)
     async with HeadlessBrowser() as browser:
         token, _ = await _login(peer, browser, scope="openid")

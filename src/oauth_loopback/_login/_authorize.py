@@ -29,6 +29,7 @@ from .._errors import (
     AuthorizationError,
     BrowserUnavailable,
     IssuerMismatch,
+    UnsupportedServer,
 )
 from .._receiver._receiver import open_receiver
 from ._browser import BrowserOpener, check_browser_url, launch_browser
@@ -82,6 +83,7 @@ async def authorize(
     on_step: StepCallback | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     metadata: Mapping[str, object] | None = None,
+    par: bool | None = None,
 ) -> Token:
     """Log in through the user's browser and return the token: the whole native-app flow.
 
@@ -125,6 +127,11 @@ async def authorize(
         optional): at least ``authorization_endpoint`` and ``token_endpoint``, and
         ``registration_endpoint`` when ``client_id`` is None. Discovery is skipped; an
         ``issuer`` in it must equal ``issuer``.
+
+    :param par: RFC 9126 pushed authorization requests. None (the default) pushes when the
+        server offers it, so the browser's URL carries only ``client_id`` and a
+        ``request_uri``; False never pushes (refused when the server requires it); True
+        insists on it (:class:`UnsupportedServer` when the server offers none).
 
     :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
         pass ``metadata=`` for a server that publishes none.
@@ -180,6 +187,9 @@ async def authorize(
                 resource=resource,
             )
             check_pkce(url, code_verifier)
+            if _use_par(server, par):
+                assert server.par_endpoint is not None  # noqa: S101  (_use_par checked it)
+                url = await client.push_authorization(server.par_endpoint, url)
             check_browser_url(url)
             first_prompt = await _send_user(
                 url, server, redirect_uri, open_browser, paste, show_url, on_step
@@ -203,6 +213,27 @@ async def authorize(
             )
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
+
+
+def _use_par(server: Metadata, par: bool | None) -> bool:
+    """Whether to push the request (RFC 9126); refuse combinations that cannot work."""
+    if par is None:
+        return server.par_endpoint is not None
+    if par and server.par_endpoint is None:
+        msg = (
+            f"par=True, but the server's metadata ({server.url}) offers no "
+            f"pushed_authorization_request_endpoint (RFC 9126 §5). Pass par=None to push only "
+            f"where offered."
+        )
+        raise UnsupportedServer(msg)
+    if not par and server.require_par:
+        msg = (
+            f"The server requires pushed authorization requests "
+            f"(require_pushed_authorization_requests in {server.url}, RFC 9126 §5), but "
+            f"par=False. Pass par=None (the default) so the request is pushed."
+        )
+        raise UnsupportedServer(msg)
+    return par
 
 
 def _check_arguments(

@@ -11,7 +11,7 @@ import json
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx2
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
@@ -19,6 +19,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from .._errors import (
     OAuthLoopbackError,
+    PushedAuthorizationError,
     ServerUnreachable,
     TokenError,
 )
@@ -111,6 +112,54 @@ class Client:
             endpoint, state=state, code_verifier=code_verifier, **extra
         )
         return str(url)
+
+    async def push_authorization(self, par_endpoint: str, authorization_url: str) -> str:
+        """RFC 9126: push the authorization URL's parameters; return the browser's URL.
+
+        The parameters (PKCE, state, redirect URI, resource, ...) go to the server over the
+        back channel, with the client authenticated as at the token endpoint (§2.1); the
+        browser is sent with only ``client_id`` and the ``request_uri`` the server made (§4).
+        """
+        parts = urlsplit(authorization_url)
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        method = self._authlib.token_endpoint_auth_method
+        auth = self._authlib.client_auth(method)
+        client_id = dict(params).get("client_id", "")
+        if method in ("none", "client_secret_post"):
+            # authlib's client authentication adds client_id to the body itself: send it once.
+            params = [(k, v) for k, v in params if k != "client_id"]
+        try:
+            reply = await self._authlib.request(
+                "POST",
+                par_endpoint,
+                data=dict(params),
+                auth=auth,
+                withhold_token=True,
+                headers={"Accept": "application/json"},
+            )
+        except httpx2.TransportError as exc:
+            msg = (
+                f"Could not reach the pushed authorization request endpoint {par_endpoint} "
+                f"({type(exc).__name__}: {exc}). Check the network, then log in again."
+            )
+            raise ServerUnreachable(msg) from exc
+        assert isinstance(reply, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
+        document = json_object(reply)
+        if reply.status_code not in (200, 201) or document is None:
+            error = document.get("error") if document is not None else None
+            raise PushedAuthorizationError(
+                error if isinstance(error, str) else "invalid_par_response",
+                optional_str(document.get("error_description")) if document else None,
+                status_code=reply.status_code,
+            )
+        request_uri = document.get("request_uri")
+        if not isinstance(request_uri, str) or not request_uri:
+            error = "invalid_par_response"
+            raise PushedAuthorizationError(
+                error, "the reply has no request_uri", status_code=reply.status_code
+            )
+        query = urlencode({"client_id": client_id, "request_uri": request_uri})
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
     def _keep_token_reply(self, response: httpx2.Response) -> httpx2.Response:
         # authlib keeps only error and error_description of an error reply, and discards

@@ -98,6 +98,12 @@ class Metadata:
         )
         # RFC 9207 §3: the server promises to send iss in every authorization response.
         self.issues_iss = document.get("authorization_response_iss_parameter_supported") is True
+        # RFC 9126 §5: pushed authorization requests, offered or required.
+        par = document.get("pushed_authorization_request_endpoint")
+        self.par_endpoint = (
+            _endpoint(document, "pushed_authorization_request_endpoint", url) if par else None
+        )
+        self.require_par = document.get("require_pushed_authorization_requests") is True
         self.code_challenge_methods = _string_list(document, "code_challenge_methods_supported")
         self.response_types = _string_list(document, "response_types_supported")
 

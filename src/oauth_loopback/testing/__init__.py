@@ -156,6 +156,8 @@ class AuthorizationServer:
         deny: bool = False,
         wrong_iss: bool = False,
         token_error: str | None = None,
+        par: bool = False,
+        require_par: bool = False,
     ) -> None:
         if token_error is not None and token_error not in TOKEN_ERRORS:
             msg = (
@@ -182,6 +184,9 @@ class AuthorizationServer:
         self._deny = deny
         self._wrong_iss = wrong_iss
         self._token_error = token_error
+        # RFC 9126: advertise a pushed authorization request endpoint; require_par implies it.
+        self._par = par or require_par
+        self._require_par = require_par
         self._backend: OAuthBackend | None = None
         self._port: int | None = None
         self._metadata: Mapping[str, Any] = MappingProxyType({})
@@ -248,6 +253,8 @@ class AuthorizationServer:
                 deny=self._deny,
                 auto_approve=self._auto_approve,
                 token_error=self._token_error,
+                par=self._par,
+                require_par=self._require_par,
             ),
             self._backend,
             self._port,
@@ -421,6 +428,9 @@ class AuthorizationServer:
             metadata["scopes_supported"] = list(self._scopes_supported)
         if self._issue_iss:
             metadata["authorization_response_iss_parameter_supported"] = True  # RFC 9207 §3
+        if self._par:  # RFC 9126 §5
+            metadata["pushed_authorization_request_endpoint"] = f"{issuer}/par"
+            metadata["require_pushed_authorization_requests"] = self._require_par
         return metadata
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._authlib import (
     OAuthBackend,
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     pass
 
 from ._browser import CONSENT_HEADER
+from ._par import LIFETIME as PAR_LIFETIME
+from ._par import PushedRequests
 
 # Consent tickets waiting for approve/deny: single-use, bounded, short-lived.
 _MAX_TICKETS = 256
@@ -55,6 +57,8 @@ class Switches:
     deny: bool
     auto_approve: bool
     token_error: str | None
+    par: bool = False
+    require_par: bool = False
 
 
 class Routes:
@@ -70,6 +74,7 @@ class Routes:
         #: (method, path) of every request, in order, for assertions in tests.
         self.requests: list[tuple[str, str]] = []
         self._tickets: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._pushed = PushedRequests()
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -100,13 +105,78 @@ class Routes:
                     "request with it.",
                 )
             return backend.token(request)
+        if self._switches.par and path == f"{prefix}/par":
+            if request.method != "POST":
+                return _not_allowed("POST")
+            return self._push(backend, request)
         if self._switches.registration and path == f"{prefix}/register":
             if request.method != "POST":
                 return _not_allowed("POST")
             return backend.register(request)
         return _page(404, "Not found", "There is nothing at this path on the test server.")
 
+    def _push(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
+        """RFC 9126 §2: check the pushed parameters as a front-channel request, keep them."""
+        client = backend.authenticate(request)
+        if client is None:
+            return _json(
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "Unknown client, or its authentication failed.",
+                },
+            )
+        params = parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+        if any(name == "request_uri" for name, _ in params):
+            return _json(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "request_uri may not be pushed (RFC 9126 §2.1).",
+                },
+            )
+        if [v for k, v in params if k == "client_id"] not in ([], [client.client_id]):
+            return _json(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "client_id differs from the authenticated client.",
+                },
+            )
+        params = [(k, v) for k, v in params if k not in ("client_id", "client_secret")]
+        params.append(("client_id", client.client_id))
+        checked = HttpRequest(
+            "GET", f"{self._switches.path_prefix}/authorize?{urlencode(params)}", request.headers
+        )
+        outcome = backend.authorize(checked)
+        if outcome.error_page is not None:
+            error, description = outcome.error_page
+            return _json(400, {"error": error, "error_description": description})
+        if outcome.response is not None:  # an error the front channel would redirect with
+            location = dict(parse_qsl(urlsplit(outcome.response.location or "").query))
+            return _json(
+                400,
+                {
+                    "error": location.get("error", "invalid_request"),
+                    "error_description": location.get("error_description", ""),
+                },
+            )
+        request_uri = self._pushed.push(client.client_id, params)
+        return _json(201, {"request_uri": request_uri, "expires_in": PAR_LIFETIME})
+
     def _authorize(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
+        if self._switches.par and "request_uri=" in request.query:
+            resolved = self._pushed.resolve(request)
+            if isinstance(resolved, str):
+                return _page(400, "Authorization request refused: invalid_request_uri", resolved)
+            request = resolved
+        elif self._switches.require_par:
+            return _page(
+                400,
+                "Authorization request refused: invalid_request",
+                "This server requires pushed authorization requests (RFC 9126 §5): push the "
+                "request to its pushed_authorization_request_endpoint first.",
+            )
         outcome = backend.authorize(request)
         if outcome.response is not None:
             return outcome.response
