@@ -502,3 +502,59 @@ def _rebuild_par_error(
 
 
 __all__ += ["PushedAuthorizationError"]
+
+
+class ClientRejected(OAuthLoopbackError):
+    """The server refused the sign-in request before the user could act on it.
+
+    Found by asking for the authorization URL once before the browser opens: an unknown or
+    stale ``client_id``, or a redirect URI the server does not accept for it. ``error`` and
+    ``description`` are set when the server redirected with an RFC 6749 §4.1.2.1 error.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        endpoint: str,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.error = error
+        self.description = description
+        if error is not None:
+            said = f"redirected with error={error!r}" + (f": {description}" if description else "")
+        else:
+            said = f"answered HTTP {status_code} (an error page)"
+        super().__init__(
+            f"The authorization server refused the sign-in request for client {client_id!r} "
+            f"before the browser opened: {endpoint} {said}. The client ID may be unknown to the "
+            f"server, or registered with another redirect URI. Register the client again (or "
+            f"let oauth-loopback register one: pass no client_id), or pass the client_id the "
+            f"server knows."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_client_rejected,
+            (self.client_id, self.endpoint, self.status_code, self.error, self.description),
+        )
+
+
+def _rebuild_client_rejected(
+    client_id: str,
+    endpoint: str,
+    status_code: int | None,
+    error: str | None,
+    description: str | None,
+) -> ClientRejected:
+    return ClientRejected(
+        client_id, endpoint, status_code=status_code, error=error, description=description
+    )
+
+
+__all__ += ["ClientRejected"]

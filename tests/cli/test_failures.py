@@ -296,3 +296,30 @@ def test_bad_metadata_file_is_one_line(content: str | None, tmp_path: Path) -> N
     line = _one_error_line(result)
     assert result.returncode == 1
     assert "--metadata" in line
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stale_client_id_fails_in_seconds_naming_the_flag(
+    server: AuthorizationServer, backend: str, tmp_path: Path
+) -> None:
+    """A --client-id the server does not know: one error line naming --client-id, well before --timeout."""
+    import time
+
+    started = time.monotonic()
+    result = _cli(
+        "--backend",
+        backend,
+        "login",
+        server.issuer,
+        "--client-id",
+        "forgotten",
+        "--timeout",
+        "120",
+        env=_env(tmp_path),
+    )
+    assert time.monotonic() - started < 15
+    line = _one_error_line(result)
+    assert result.returncode == 1
+    assert "'forgotten'" in line
+    assert "--client-id" in line
+    assert "client_id=" not in line

@@ -86,7 +86,7 @@ async def status_line(opened: anyio.Event, done: anyio.Event, seconds: float | N
             remaining = "" if math.isinf(left) else f" {int(left) // 60}:{int(left) % 60:02d} left,"
             sys.stderr.write(
                 f"\r\x1b[2KWaiting for you to finish signing in in the browser…{remaining} "
-                f"Ctrl-C to cancel"
+                f"Ctrl-C to cancel (if the browser shows an error, cancel and check --client-id)"
             )
             sys.stderr.flush()
             with anyio.move_on_after(1):

@@ -19,6 +19,7 @@ if sys.version_info < (3, 11):
 from .._errors import (
     CallbackPortInUse,
     CallbackTimeout,
+    ClientRejected,
     DiscoveryError,
     InvalidCallbackConfig,
     IssuerMismatch,
@@ -54,6 +55,18 @@ def message_for(exc: BaseException) -> str:
             f"the sign-in response named {got}, not {exc.expected!r} (RFC 9207), so it was "
             f"refused: it may come from another server (a mix-up attack). Check that ISSUER is "
             f"exactly the server's issuer, and sign in again."
+        )
+    if isinstance(exc, ClientRejected):
+        said = (
+            f"redirected with error={exc.error!r}" + (f": {exc.description}" if exc.description else "")
+            if exc.error is not None
+            else f"answered HTTP {exc.status_code} (an error page)"
+        )
+        return (
+            f"the authorization server refused the sign-in request for client "
+            f"{exc.client_id!r} before the browser opened ({said}). The client ID may be "
+            f"unknown to the server or registered with another redirect URI: leave --client-id "
+            f"out so oauth-loopback registers a client, or pass the --client-id the server knows."
         )
     if isinstance(exc, DiscoveryError):
         return f"{exc} For a server that publishes no metadata, pass it with --metadata FILE."

@@ -190,7 +190,12 @@ async def authorize(
             if _use_par(server, par):
                 assert server.par_endpoint is not None  # noqa: S101  (_use_par checked it)
                 url = await client.push_authorization(server.par_endpoint, url)
-            check_browser_url(url)
+                check_browser_url(url)
+            else:
+                check_browser_url(url)
+                # Fail in seconds, not at the timeout, when the server will not send the user
+                # back (a stale client_id); PAR already checked the client when pushing.
+                await client.preflight(url, redirect_uri, client.client_id)
             first_prompt = await _send_user(
                 url, server, redirect_uri, open_browser, paste, show_url, on_step
             )

@@ -8,16 +8,19 @@ below (``check_pkce``) refuses such a URL.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import httpx2
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from .._errors import (
+    ClientRejected,
     OAuthLoopbackError,
     PushedAuthorizationError,
     ServerUnreachable,
@@ -30,7 +33,11 @@ from ._token import Token
 VERIFIER_LENGTH: Final = 48
 # Each HTTP request to the authorization server; a person is waiting, so fail in seconds
 # rather than hang, but leave room for slow identity providers.
+logger = logging.getLogger("oauth_loopback.oauth")
+
 HTTP_TIMEOUT: Final = httpx2.Timeout(30.0, connect=10.0)
+# The preflight of the authorization URL: a person is about to wait, so a few seconds at most.
+_PREFLIGHT_TIMEOUT: Final = 5.0
 
 
 class Client:
@@ -74,6 +81,11 @@ class Client:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._authlib.aclose()
+
+    @property
+    def client_id(self) -> str:
+        """The client ID requests are made as (set by :meth:`set_client`)."""
+        return str(self._authlib.client_id or "")
 
     def set_client(
         self, client_id: str, client_secret: str | None, auth_method: str | None
@@ -160,6 +172,45 @@ class Client:
             )
         query = urlencode({"client_id": client_id, "request_uri": request_uri})
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    async def preflight(self, authorization_url: str, redirect_uri: str, client_id: str) -> None:
+        """Ask for the authorization URL once, following no redirect, before the browser does.
+
+        A server that will not send the user back (an unknown or stale ``client_id``, a
+        redirect URI it does not accept) answers with an error page (4xx/5xx) or redirects
+        with ``error=`` at once; failing here takes a second instead of the whole timeout
+        while the user stares at the server's error page. Anything else (a login page, a
+        redirect to one) passes; so does a server that cannot be reached from here (the
+        browser may still reach it). Never used with PAR: a ``request_uri`` is single-use.
+
+        :raises ClientRejected: the server refused the request before any user interaction.
+        """
+        try:
+            with anyio.fail_after(_PREFLIGHT_TIMEOUT):
+                reply = await self._authlib.request(
+                    "GET", authorization_url, withhold_token=True, follow_redirects=False
+                )
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            logger.info("preflight of the authorization URL skipped: %s", type(exc).__name__)
+            return
+        assert isinstance(reply, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
+        endpoint = authorization_url.partition("?")[0]
+        if reply.is_redirect:
+            location = reply.headers.get("location", "")
+            if location.partition("?")[0] == redirect_uri:
+                return  # an authorization response at once (auto-approve, denial): the browser gets it too
+            params = dict(parse_qsl(urlsplit(location).query))
+            if "error" in params:
+                raise ClientRejected(
+                    client_id,
+                    endpoint,
+                    status_code=reply.status_code,
+                    error=params["error"],
+                    description=params.get("error_description"),
+                )
+            return
+        if reply.status_code >= 400:
+            raise ClientRejected(client_id, endpoint, status_code=reply.status_code)
 
     def _keep_token_reply(self, response: httpx2.Response) -> httpx2.Response:
         # authlib keeps only error and error_description of an error reply, and discards
