@@ -192,6 +192,10 @@ async def test_openid_scope_returns_a_signed_id_token(oidc_peers: PeerPool) -> N
     assert claims["aud"] == client_id
     assert claims["sub"] == "test-user"
     assert claims["exp"] > time.time() > claims["iat"] - 60
+    # authorize() validated the same token itself (OIDC Core §3.1.3.7), nonce included.
+    assert token.id_token_claims is not None
+    assert token.id_token_claims["sub"] == "test-user"
+    assert token.id_token_claims["nonce"] == claims["nonce"]
 
 
 @pytest.mark.anyio

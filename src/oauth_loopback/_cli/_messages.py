@@ -58,7 +58,8 @@ def message_for(exc: BaseException) -> str:
         )
     if isinstance(exc, ClientRejected):
         said = (
-            f"redirected with error={exc.error!r}" + (f": {exc.description}" if exc.description else "")
+            f"redirected with error={exc.error!r}"
+            + (f": {exc.description}" if exc.description else "")
             if exc.error is not None
             else f"answered HTTP {exc.status_code} (an error page)"
         )

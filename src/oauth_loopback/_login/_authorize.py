@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import httpx2
 from authlib.common.security import generate_token
@@ -28,12 +29,14 @@ from .._config import CallbackConfig
 from .._errors import (
     AuthorizationError,
     BrowserUnavailable,
+    IDTokenError,
     IssuerMismatch,
     UnsupportedServer,
 )
 from .._receiver._receiver import open_receiver
 from ._browser import BrowserOpener, check_browser_url, launch_browser
-from ._client import VERIFIER_LENGTH, Client, check_pkce
+from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
+from ._idtoken import validate_id_token_fetching_jwks
 from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
 from ._registration import register
@@ -180,11 +183,14 @@ async def authorize(
             # another) is refused by the receiver as a possible mix-up attack.
             pending = receiver.expect(issuer=issuer if server.issues_iss else None)
             code_verifier = generate_token(VERIFIER_LENGTH)
+            # OIDC Core §3.1.2.1: with scope openid, a nonce binds the ID token to this login.
+            nonce = generate_token(32) if "openid" in (scope or "").split() else None
             url = client.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
                 resource=resource,
+                nonce=nonce,
             )
             check_pkce(url, code_verifier)
             if _use_par(server, par):
@@ -216,8 +222,58 @@ async def authorize(
                 redirect_uri=redirect_uri,
                 resource=resource,
             )
+            await _check_id_token(client, server, issuer, token, nonce)
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
+
+
+async def _check_id_token(
+    client: Client, server: Metadata, issuer: str, token: Token, nonce: str | None
+) -> None:
+    """Validate the ID token, if any, and expose its claims (OIDC Core §3.1.3.7)."""
+    id_token = token.get("id_token")
+    if id_token is None:
+        if nonce is not None:
+            logger.info("scope openid was asked for, but the token response has no id_token")
+        return
+    if not isinstance(id_token, str):
+        reason = "malformed"
+        raise IDTokenError(
+            reason, "The token response's id_token is not a string (OIDC Core §3.1.3.3)."
+        )
+    if server.jwks_uri is None:
+        reason = "jwks"
+        raise IDTokenError(
+            reason,
+            f"The server sent an ID token, but its metadata ({server.url}) names no jwks_uri to "
+            f"check its signature with (RFC 8414 §2), so it was not trusted.",
+        )
+    jwks_uri = server.jwks_uri
+
+    async def fetch_jwks() -> Mapping[str, object]:
+        reply = await client.get(jwks_uri)
+        document = json_object(reply) if reply.status_code == 200 else None
+        if document is None:
+            reason = "jwks"
+            raise IDTokenError(
+                reason,
+                f"The server's JWKS at {jwks_uri} could not be read (HTTP {reply.status_code}).",
+            )
+        return document
+
+    # The keys as fetched now; a kid they lack (the server rotated behind a cache) earns
+    # exactly one more fetch, never more.
+    token.id_token_claims = MappingProxyType(
+        await validate_id_token_fetching_jwks(
+            id_token,
+            issuer=issuer,
+            client_id=client.client_id,
+            nonce=nonce,
+            jwks=await fetch_jwks(),
+            fetch_jwks=fetch_jwks,
+            access_token=token.access_token,
+        )
+    )
 
 
 def _use_par(server: Metadata, par: bool | None) -> bool:

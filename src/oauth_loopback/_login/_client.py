@@ -115,11 +115,19 @@ class Client:
         return response
 
     def authorization_url(
-        self, endpoint: str, *, state: str, code_verifier: str, resource: str | None
+        self,
+        endpoint: str,
+        *,
+        state: str,
+        code_verifier: str,
+        resource: str | None,
+        nonce: str | None = None,
     ) -> str:
         extra: dict[str, str] = {}
         if resource is not None:
             extra["resource"] = resource  # RFC 8707 §2.1
+        if nonce is not None:
+            extra["nonce"] = nonce  # OIDC Core §3.1.2.1: bound into the ID token
         url, _ = self._authlib.create_authorization_url(
             endpoint, state=state, code_verifier=code_verifier, **extra
         )

@@ -98,6 +98,8 @@ class Metadata:
         )
         # RFC 9207 §3: the server promises to send iss in every authorization response.
         self.issues_iss = document.get("authorization_response_iss_parameter_supported") is True
+        jwks = document.get("jwks_uri")  # RFC 8414 §2: the keys ID tokens are signed with
+        self.jwks_uri = _endpoint(document, "jwks_uri", url) if jwks else None
         # RFC 9126 §5: pushed authorization requests, offered or required.
         par = document.get("pushed_authorization_request_endpoint")
         self.par_endpoint = (

@@ -21,7 +21,7 @@ class Token(Mapping[str, object]):
     to store them.
     """
 
-    __slots__ = ("_data", "received_at")
+    __slots__ = ("_data", "id_token_claims", "received_at")
 
     def __init__(self, data: Mapping[str, object], *, received_at: float | None = None) -> None:
         access_token = data.get("access_token")
@@ -35,6 +35,9 @@ class Token(Mapping[str, object]):
         self._data: Mapping[str, object] = MappingProxyType(dict(data))
         #: ``time.time()`` when the token arrived; ``expires_at`` counts from it.
         self.received_at = time.time() if received_at is None else received_at
+        #: The ID token's claims, validated (OIDC Core §3.1.3.7), when the login asked for
+        #: scope ``openid`` and the server sent one; None otherwise. Never unvalidated.
+        self.id_token_claims: Mapping[str, object] | None = None
 
     def __getitem__(self, key: str) -> object:
         return self._data[key]
