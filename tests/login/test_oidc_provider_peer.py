@@ -105,6 +105,8 @@ async def _login(
     # The front-channel checks below read the authorization URL, so push (RFC 9126) only
     # where a test asks for it; the PAR tests do.
     kwargs.setdefault("par", False)
+    # The bearer-token checks below use the token without a proof; the DPoP test binds it.
+    kwargs.setdefault("dpop", False)
     with anyio.fail_after(DEADLINE):
         token = await ol.authorize(
             peer.issuer,
@@ -246,7 +248,7 @@ async def test_login_through_the_form_pages(oidc_peers: PeerPool) -> None:
                 peer.issuer, scope="openid", open_browser=click_approve, timeout=DEADLINE
             )
     assert shown == ["login", "consent"]
-    assert token.token_type == "Bearer"
+    assert token.token_type == "DPoP"  # the peer advertises DPoP: bound by default (RFC 9449)
 
 
 @pytest.mark.anyio
@@ -539,3 +541,42 @@ def test_peer_refuses_an_unknown_setting(oidc_peer_runtime: str) -> None:
     with pytest.raises(PeerStartError, match=r"unknown OIDC_PEER_CONFIG key\(s\) requirePAR"):
         with start_peer({"requirePAR": True}):
             pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("nonce", [False, True], ids=["no-nonce", "nonce-required"])
+async def test_authorize_binds_the_token_to_a_dpop_key(oidc_peers: PeerPool, nonce: bool) -> None:
+    """The peer advertises DPoP: the token is DPoP-bound, usable with a proof, refused as Bearer."""
+    from oauth_loopback._login._dpop import DPoPKey
+
+    peer = oidc_peers(dpopRequireNonce=nonce)
+    async with HeadlessBrowser() as browser:
+        token, _ = await _login(peer, browser, scope="openid", dpop=None)
+    assert token.token_type == "DPoP"
+    key = token.dpop_key
+    assert isinstance(key, DPoPKey)
+    assert "DPoPKey(jkt=" in repr(key)
+    meta = await _metadata(peer)
+    userinfo = meta["userinfo_endpoint"]
+    async with _http() as http:
+        as_bearer = await http.get(
+            userinfo, headers={"Authorization": f"Bearer {token.access_token}"}
+        )
+        server_nonce = as_bearer.headers.get("dpop-nonce")
+        proof = key.proof("GET", userinfo, access_token=token.access_token, nonce=server_nonce)
+        with_proof = await http.get(
+            userinfo, headers={"Authorization": f"DPoP {token.access_token}", "DPoP": proof}
+        )
+        if with_proof.status_code == 401 and with_proof.headers.get("dpop-nonce"):
+            proof = key.proof(
+                "GET",
+                userinfo,
+                access_token=token.access_token,
+                nonce=with_proof.headers["dpop-nonce"],
+            )
+            with_proof = await http.get(
+                userinfo, headers={"Authorization": f"DPoP {token.access_token}", "DPoP": proof}
+            )
+    assert as_bearer.status_code == 401
+    assert with_proof.status_code == 200, with_proof.text
+    assert with_proof.json()["sub"] == "test-user"

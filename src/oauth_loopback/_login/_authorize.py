@@ -36,6 +36,7 @@ from .._errors import (
 from .._receiver._receiver import open_receiver
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
+from ._dpop import DPoPKey, server_supports_dpop
 from ._idtoken import validate_id_token_fetching_jwks
 from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
@@ -87,6 +88,7 @@ async def authorize(
     transport: httpx2.AsyncBaseTransport | None = None,
     metadata: Mapping[str, object] | None = None,
     par: bool | None = None,
+    dpop: bool | None = None,
 ) -> Token:
     """Log in through the user's browser and return the token: the whole native-app flow.
 
@@ -135,6 +137,11 @@ async def authorize(
         server offers it, so the browser's URL carries only ``client_id`` and a
         ``request_uri``; False never pushes (refused when the server requires it); True
         insists on it (:class:`UnsupportedServer` when the server offers none).
+
+    :param dpop: RFC 9449 sender-constrained tokens. None (the default) binds the token to a
+        fresh ES256 key when the server advertises ``dpop_signing_alg_values_supported``;
+        True always sends proofs (and insists on ``token_type: DPoP``); False never. The key
+        is ``token.dpop_key``: keep it with the token (a copied token is useless without it).
 
     :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
         pass ``metadata=`` for a server that publishes none.
@@ -185,12 +192,15 @@ async def authorize(
             code_verifier = generate_token(VERIFIER_LENGTH)
             # OIDC Core §3.1.2.1: with scope openid, a nonce binds the ID token to this login.
             nonce = generate_token(32) if "openid" in (scope or "").split() else None
+            use_dpop = server_supports_dpop(server.document) if dpop is None else dpop
+            dpop_key = DPoPKey.generate() if use_dpop else None
             url = client.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
                 resource=resource,
                 nonce=nonce,
+                dpop_jkt=None if dpop_key is None else dpop_key.jkt,
             )
             check_pkce(url, code_verifier)
             if _use_par(server, par):
@@ -221,6 +231,7 @@ async def authorize(
                 code_verifier=code_verifier,
                 redirect_uri=redirect_uri,
                 resource=resource,
+                dpop_key=dpop_key,
             )
             await _check_id_token(client, server, issuer, token, nonce)
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")

@@ -27,6 +27,7 @@ from .._errors import (
     TokenError,
 )
 from .._loopback import is_loopback_host
+from ._dpop import DPoPKey, dpop_nonce, retry_nonce
 from ._token import Token
 
 # RFC 7636 §4.1: 43-128 characters; authlib's documented idiom gives 48.
@@ -62,6 +63,8 @@ class Client:
             # metadata ever name an https endpoint.
             verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._token_reply: httpx2.Response | None = None
+        #: The authorization server's latest DPoP nonce (RFC 9449 §8), sent in the next proof.
+        self.dpop_nonce: str | None = None
         self._authlib: Any = AsyncOAuth2Client(
             client_id=None,
             redirect_uri=redirect_uri,
@@ -122,8 +125,11 @@ class Client:
         code_verifier: str,
         resource: str | None,
         nonce: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> str:
         extra: dict[str, str] = {}
+        if dpop_jkt is not None:
+            extra["dpop_jkt"] = dpop_jkt  # RFC 9449 §10: the code is bound to this key
         if resource is not None:
             extra["resource"] = resource  # RFC 8707 §2.1
         if nonce is not None:
@@ -234,38 +240,85 @@ class Client:
         code_verifier: str,
         redirect_uri: str,
         resource: str | None,
+        dpop_key: DPoPKey | None = None,
     ) -> Token:
-        extra: dict[str, str] = {}
+        """The authorization code grant's token request (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
+        form = {"code": code, "code_verifier": code_verifier, "redirect_uri": redirect_uri}
         if resource is not None:
-            extra["resource"] = resource  # RFC 8707 §2.2
-        self._token_reply = None
-        try:
-            # grant_type explicit: authlib would guess it and remember the guess.
-            # redirect_uri: identical to the authorization request's (RFC 6749 §4.1.3).
-            await self._authlib.fetch_token(
-                token_endpoint,
-                grant_type="authorization_code",
-                code=code,
-                code_verifier=code_verifier,
-                redirect_uri=redirect_uri,
-                **extra,
-            )
-        except httpx2.TransportError as exc:
-            msg = (
-                f"Could not reach the token endpoint {token_endpoint} ({type(exc).__name__}: "
-                f"{exc}). Check the network (and proxy settings), then log in again."
-            )
-            raise ServerUnreachable(msg) from exc
-        except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
-            raise self._token_error(exc) from exc
+            form["resource"] = resource  # RFC 8707 §2.2
+        # grant_type explicit: authlib would guess it and remember the guess.
+        # redirect_uri: identical to the authorization request's (RFC 6749 §4.1.3).
+        return await self.token_request(
+            token_endpoint, grant_type="authorization_code", form=form, dpop_key=dpop_key
+        )
+
+    async def token_request(
+        self,
+        token_endpoint: str,
+        *,
+        grant_type: str,
+        form: Mapping[str, str],
+        dpop_key: DPoPKey | None = None,
+    ) -> Token:
+        """One token request, with a DPoP proof when ``dpop_key`` is given (RFC 9449 §5).
+
+        A ``use_dpop_nonce`` answer is retried once with the server's nonce (§8); the latest
+        nonce is kept for the next request to this server. With a key, the token must come
+        back as ``token_type: DPoP`` (§5): a Bearer token would not be bound to the key.
+        """
+        retried = False
+        while True:
+            headers: dict[str, str] | None = None
+            if dpop_key is not None:
+                proof = dpop_key.proof("POST", token_endpoint, nonce=self.dpop_nonce)
+                headers = {**_FORM_HEADERS, "DPoP": proof}
+            self._token_reply = None
+            try:
+                await self._authlib.fetch_token(
+                    token_endpoint, grant_type=grant_type, headers=headers, **form
+                )
+            except httpx2.TransportError as exc:
+                msg = (
+                    f"Could not reach the token endpoint {token_endpoint} "
+                    f"({type(exc).__name__}: {exc}). Check the network (and proxy settings), "
+                    f"then log in again."
+                )
+                raise ServerUnreachable(msg) from exc
+            except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
+                reply = self._token_reply
+                if dpop_key is not None and reply is not None:
+                    nonce = retry_nonce(
+                        reply.status_code,
+                        reply.headers,
+                        reply.content,
+                        sent_nonce=self.dpop_nonce,
+                        retried=retried,
+                    )
+                    if nonce is not None:
+                        self.dpop_nonce, retried = nonce, True
+                        continue
+                raise self._token_error(exc) from exc
+            break
         reply = self._token_reply
+        if reply is not None and dpop_key is not None:
+            self.dpop_nonce = dpop_nonce(reply.headers) or self.dpop_nonce
         document = json_object(reply) if reply is not None else None
         if document is None:  # pragma: no cover  (authlib raised above)
             raise _invalid_token_response(reply, "the reply is not a JSON object")
         try:
-            return Token(document)
+            token = Token(document)
         except ValueError as exc:
             raise _invalid_token_response(reply, str(exc)) from exc
+        if dpop_key is not None:
+            if token.token_type.lower() != "dpop":
+                raise _invalid_token_response(
+                    reply,
+                    f"a DPoP proof was sent but the server issued a {token.token_type!r} token, "
+                    f"which is not bound to the key (RFC 9449 §5); pass dpop=False to accept "
+                    f"bearer tokens from this server",
+                )
+            token.dpop_key = dpop_key
+        return token
 
     def _token_error(self, exc: Exception) -> TokenError:
         reply = self._token_reply
@@ -308,6 +361,11 @@ def check_pkce(url: str, code_verifier: str) -> None:
         raise OAuthLoopbackError(msg)
 
 
+# authlib's default token request headers, kept when a DPoP header is added.
+_FORM_HEADERS: Final = {
+    "Accept": "application/json",
+    "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
+}
 # Token and metadata documents are small; a megabyte is far more than any real one.
 MAX_DOCUMENT: Final = 1024 * 1024
 
