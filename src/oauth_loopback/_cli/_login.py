@@ -210,6 +210,9 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
                 show_url=None if args.no_browser else show_url,
                 on_step=on_step,
                 metadata=metadata,
+                # The token is handed to other programs (--json, --output), which would need
+                # the DPoP key too: a bearer token is what they can use (README, Decisions).
+                dpop=False,
             )
         finally:
             done.set()
