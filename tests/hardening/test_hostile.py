@@ -406,3 +406,36 @@ def test_head_filter_keeps_nothing_of_a_megabyte_of_cookies() -> None:
     assert heads.passed == len(b"GET / HTTP/1.1\r\n")
 
 
+# --- 4. argument checks come before any state changes ------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), "5", True])
+async def test_invalid_wait_timeout_leaves_the_login_waitable(seconds: object) -> None:
+    """wait(timeout=0) raises ValueError and changes nothing: a later wait() gets the code."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            await pending.wait(seconds)  # type: ignore[arg-type]
+        assert pending.state in receiver._registry
+        async with anyio.create_task_group() as tg:
+            codes: list[str] = []
+
+            async def wait() -> None:
+                codes.append((await pending.wait(5)).code)
+
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            reply = await _http.get(receiver.port, f"/callback?state={pending.state}&code=ok")
+        assert reply.status == 200
+        assert codes == ["ok"]
+
+
+async def test_deliver_of_a_non_string_is_a_type_error_and_consumes_nothing() -> None:
+    """deliver(b'...') raises TypeError (not AttributeError) and the login stays pending."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        with pytest.raises(TypeError, match="as a str"):
+            receiver.deliver(f"state={pending.state}&code=x".encode())  # type: ignore[arg-type]
+        await _complete(receiver, pending, "after")
+
+
