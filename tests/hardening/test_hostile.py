@@ -439,3 +439,55 @@ async def test_deliver_of_a_non_string_is_a_type_error_and_consumes_nothing() ->
         await _complete(receiver, pending, "after")
 
 
+# --- 6. presence, not truthiness; no control characters in a code -------------------------
+
+MALFORMED_RESPONSES = [
+    pytest.param("code=x&error=", id="code-and-empty-error"),
+    pytest.param("error=&code=x", id="empty-error-and-code"),
+    pytest.param("code=&error=access_denied", id="empty-code-and-error"),
+    pytest.param("code=", id="empty-code"),
+    pytest.param("error=", id="empty-error"),
+    pytest.param(f"code={quote('ab' + chr(27) + '[2Kc')}", id="code-with-esc"),
+    pytest.param("code=ab%07", id="code-with-bel"),
+    pytest.param("code=a%00b", id="code-with-nul"),
+    pytest.param("code=a%0D%0Ab", id="code-with-crlf"),
+    pytest.param("code=a%C2%9Bb", id="code-with-c1-csi"),
+    pytest.param("code=a%E2%80%AEb", id="code-with-bidi-override"),
+    pytest.param("error=access_denied%1B", id="error-with-esc"),
+]
+
+
+@pytest.mark.parametrize("query", MALFORMED_RESPONSES)
+async def test_malformed_code_or_error_gets_400_and_the_login_stays_pending(query: str) -> None:
+    """Present-but-empty or control-character code/error: 400 page; the real callback then wins."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        reply = await _http.get(receiver.port, f"/callback?state={pending.state}&{query}")
+        assert reply.status == 400
+        assert "still waiting" in reply.text
+        assert not pending.done
+        await _complete(receiver, pending, "clean")
+
+
+@pytest.mark.parametrize("query", MALFORMED_RESPONSES)
+async def test_malformed_pasted_code_is_refused_the_same_way(query: str) -> None:
+    """deliver() applies the same presence and control-character rules as the live path."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        with pytest.raises(ol.CallbackRejected):
+            receiver.deliver(f"?state={pending.state}&{query}")
+        assert not pending.done
+
+
+async def test_printable_codes_with_spaces_and_unicode_pass_through() -> None:
+    """A code of printable characters (VSCHAR, even non-ASCII letters) is accepted as sent."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        code = "a b~c/é"
+        reply = await _http.get(
+            receiver.port, f"/callback?state={pending.state}&code={quote(code)}"
+        )
+        assert reply.status == 200
+        assert (await pending.wait(5)).code == code
+
+
