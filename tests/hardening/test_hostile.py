@@ -491,3 +491,56 @@ async def test_printable_codes_with_spaces_and_unicode_pass_through() -> None:
         assert (await pending.wait(5)).code == code
 
 
+# --- 5. another process's command line never writes to the user's terminal -----------------
+
+_HOLDER = """\
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+_EVIL = ["\x1b]52;c;cHduZWQ=\x07", "\x1b[2K\rport 1 is free\x07", "\u202eevil\x9b31m"]
+
+
+@linux_only
+async def test_holder_command_line_is_shown_with_control_characters_escaped(
+    tmp_path: Path,
+) -> None:
+    """CallbackPortInUse and doctor name the holder, with its ESC/BEL/CSI shown as escapes."""
+    (tmp_path / "h.py").write_text(_HOLDER)
+    async with await anyio.open_process(
+        [sys.executable, "h.py", *_EVIL], cwd=tmp_path, stdin=-1, stdout=-1
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            with anyio.fail_after(10):
+                line = await holder.stdout.receive()
+            port = int(line.decode().strip())
+            with pytest.raises(ol.CallbackPortInUse) as info:
+                async with ol.open_receiver(ol.CallbackConfig(port=port)):
+                    pytest.fail("bound a busy port")
+            message = str(info.value)
+            assert f"pid {holder.pid}" in message
+            assert "\\x1b]52;c;cHduZWQ=\\x07" in message
+            assert "\\u202eevil\\x9b31m" in message
+            for text in (message, info.value.holder or ""):
+                assert text.isprintable(), repr(text)
+
+            doctor = await anyio.run_process(
+                [sys.executable, "-m", "oauth_loopback", "doctor", "--port", str(port)],
+                check=False,
+            )
+            output = doctor.stdout + doctor.stderr
+            assert f"pid {holder.pid}".encode() in output
+            assert b"\\x1b]52" in output
+            for byte in (b"\x1b", b"\x07", b"\xc2\x9b", "\u202e".encode()):
+                assert byte not in output
+        finally:
+            assert holder.stdin is not None
+            await holder.stdin.aclose()
+            with anyio.fail_after(10):
+                await holder.wait()
+
+
