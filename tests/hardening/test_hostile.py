@@ -544,3 +544,50 @@ async def test_holder_command_line_is_shown_with_control_characters_escaped(
                 await holder.wait()
 
 
+# --- 8. a sticky port is free again right after the previous run --------------------------
+
+
+def _time_wait_on(port: int) -> int:
+    """How many TIME_WAIT sockets (state 06) have ``port`` as their local port."""
+    count = 0
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        for row in fh.readlines()[1:]:
+            fields = row.split()
+            if fields[3] == "06" and int(fields[1].partition(":")[2], 16) == port:
+                count += 1
+    return count
+
+
+@linux_only
+async def test_sticky_port_is_taken_again_right_after_the_previous_run() -> None:
+    """A run right after another gets its ephemeral port back (prefer_port), despite TIME_WAIT."""
+    async with ol.open_receiver() as first:
+        port = first.port
+        for i in range(3):
+            await _complete(first, first.expect(), f"run1-{i}")
+    assert _time_wait_on(port) > 0  # we closed first: the port's connections wait it out
+    async with ol.open_receiver(ol.CallbackConfig(prefer_port=port)) as second:
+        assert second.port == port
+        await _complete(second, second.expect(), "run2")
+    async with ol.open_receiver(ol.CallbackConfig(port=port)) as fixed:
+        assert fixed.port == port
+
+
+@linux_only
+async def test_reuseaddr_never_lets_a_second_listener_share_the_port() -> None:
+    """While we listen, neither another receiver nor a SO_REUSEADDR socket can listen there."""
+    async with ol.open_receiver() as receiver:
+        pending = receiver.expect()
+        with pytest.raises(ol.CallbackPortInUse):
+            async with ol.open_receiver(ol.CallbackConfig(port=receiver.port)):
+                pytest.fail("two listeners on one port")
+        for host in ("127.0.0.1", "0.0.0.0"):
+            squatter = socket.socket()
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                with pytest.raises(OSError):  # noqa: PT011, PT012  (bind or listen: EADDRINUSE)
+                    squatter.bind((host, receiver.port))
+                    squatter.listen()
+            finally:
+                squatter.close()
+        await _complete(receiver, pending, "ours")
