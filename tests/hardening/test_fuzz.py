@@ -138,7 +138,14 @@ _safe_header_names = _token.filter(
     )
 )
 _text = st.text(max_size=40)
-_code = st.text(min_size=1, max_size=60)
+# A code or error is printable (RFC 6749 A.11, A.7): control and invisible characters are a
+# poison of their own ("control-value").
+_code = st.text(
+    st.characters(exclude_categories=("C", "Z")) | st.just(" "), min_size=1, max_size=60
+)
+_unprintable = st.characters(categories=("Cc", "Cf", "Zl", "Zp")) | st.sampled_from(
+    ["\x1b", "\x07", "\x00", "\r", "\n", "\x7f", "\x9b", "\u202e", "\u00a0"]
+)
 
 
 @st.composite
@@ -196,6 +203,9 @@ _POISONS = [
     "oversized-head",
     "truncated",
     "absolute-foreign",
+    "absolute-malformed",
+    "both-one-empty",
+    "control-value",
 ]
 
 
@@ -300,6 +310,28 @@ def poisoned_plans(draw: st.DrawFn) -> Plan:
             )
         )
         params = [(k, altered if v == STATE else v) for k, v in params]
+    elif poison == "absolute-malformed":
+        plan.path = draw(
+            st.sampled_from(
+                [
+                    "http://[::1/callback",
+                    f"http://[127.0.0.1:{PORT}/callback",
+                    f"http://127.0.0.1]:{PORT}/callback",
+                    "http://[/callback",
+                ]
+            )
+        )
+    elif poison == "both-one-empty":  # presence decides: "code=x&error=" carries both
+        have = {_decoded_key(k) for k, _ in params}
+        params.insert(
+            draw(st.integers(0, len(params))), ("error" if "code" in have else "code", "")
+        )
+    elif poison == "control-value":
+        i = next(i for i, (k, _) in enumerate(params) if _decoded_key(k) in ("code", "error"))
+        value = unquote_plus(params[i][1])
+        at = draw(st.integers(0, len(value)))
+        value = value[:at] + draw(_unprintable) + value[at:]
+        params[i] = (params[i][0], quote(value, safe=""))
     elif poison == "oversized-head":
         plan.headers.append(
             ("X-Pad", "a" * draw(st.integers(MAX_REQUEST_HEAD, 3 * MAX_REQUEST_HEAD)))
@@ -619,7 +651,14 @@ def test_core_match_returns_or_rejects(query: str, issuer: str | None) -> None:
     method=st.binary(max_size=10) | st.sampled_from([b"GET", b"POST"]),
     target=st.binary(max_size=60)
     | st.sampled_from(
-        [b"/callback?x", b"http://h/callback", b"http://127.0.0.1:8765/callback?x", b"x:/callback"]
+        [
+            b"/callback?x",
+            b"http://h/callback",
+            b"http://127.0.0.1:8765/callback?x",
+            b"x:/callback",
+            b"http://[::1/callback?x",
+            b"http://127.0.0.1]:8765/callback",
+        ]
     ),
     host=st.none() | st.binary(max_size=30) | st.just(b"127.0.0.1:8765"),
 )

@@ -261,7 +261,7 @@ async def test_localhost_mode_retries_when_the_ipv6_side_is_taken(
     real_listen = _binding._listen
     squatters: list[socket.socket] = []
 
-    def listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) -> socket.socket:
+    def listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and len(squatters) < 2:
             # Take ::1 on the port the OS just gave us for 127.0.0.1, as a racing process would.
             squatter = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -269,7 +269,7 @@ async def test_localhost_mode_retries_when_the_ipv6_side_is_taken(
             squatter.bind(("::1", port))
             squatter.listen(1)
             squatters.append(squatter)
-        return real_listen(family, host, port, fixed=fixed)
+        return real_listen(family, host, port)
 
     monkeypatch.setattr(_binding, "_listen", listen)
     try:
@@ -291,11 +291,11 @@ async def test_localhost_mode_gives_up_loudly_after_its_retries(
     """If every offered port is taken on ::1, open_receiver fails with a reason and leaks nothing."""
     calls: list[int] = []
 
-    def listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) -> socket.socket:
+    def listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             calls.append(port)
             raise ol.CallbackPortInUse(port, host)
-        return real_listen(family, host, port, fixed=fixed)
+        return real_listen(family, host, port)
 
     real_listen = _binding._listen
     monkeypatch.setattr(_binding, "_listen", listen)
@@ -311,10 +311,10 @@ async def test_localhost_mode_without_ipv6_logs_and_serves_ipv4(
     """No IPv6 loopback: a clear warning, then 127.0.0.1 only, still under the localhost URI."""
     real_listen = _binding._listen
 
-    def listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) -> socket.socket:
+    def listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
-        return real_listen(family, host, port, fixed=fixed)
+        return real_listen(family, host, port)
 
     monkeypatch.setattr(_binding, "_listen", listen)
     with caplog.at_level(logging.WARNING, logger="oauth_loopback"):

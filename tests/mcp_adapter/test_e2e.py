@@ -427,7 +427,18 @@ async def test_docs_example_logs_in_and_lists_tools(
     opened: list[str] = []
 
     def fake_webbrowser_open(url: str) -> bool:
-        # The default launcher runs in a worker thread, so this browser is synchronous.
+        # The default launcher runs in a worker thread, so this browser is synchronous. It is
+        # handed a private file:// page that redirects to the authorization URL (SECURITY.md:
+        # the URL never reaches a process's argv); follow it as a browser would.
+        if url.startswith("file://"):
+            import html
+            import re
+            from urllib.parse import unquote, urlsplit
+
+            page = Path(unquote(urlsplit(url).path)).read_text(encoding="utf-8")
+            refresh = re.search(r'http-equiv=refresh content="0;url=([^"]+)"', page)
+            assert refresh is not None, page
+            url = html.unescape(refresh.group(1))
         opened.append(url)
         with httpx2.Client(trust_env=False, follow_redirects=True, timeout=10) as client:
             response = client.get(url)

@@ -12,6 +12,7 @@ import h11
 
 from .._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from .._errors import CallbackPortInUse
+from .._receiver._portowner import printable
 from .._receiver._receiver import open_receiver
 
 if TYPE_CHECKING:
@@ -135,12 +136,14 @@ async def _port_check(port: int, explicit: bool) -> _Check:
         async with open_receiver(CallbackConfig(port=port)):
             pass
     except CallbackPortInUse as exc:
-        text = f"port {port}: {exc}"
+        # The message names the holder's command line, which another user may have chosen:
+        # never let its control characters reach the terminal (printable() escapes them).
+        text = f"port {port}: {printable(str(exc))}"
         # A busy legacy port is only a problem for clients that pin it; a port the user
         # asked about explicitly is the answer to their question.
         return _Check(not explicit, text, warn=True)
     except OSError as exc:
-        return _Check(not explicit, f"port {port}: cannot bind ({exc})", warn=True)
+        return _Check(not explicit, f"port {port}: cannot bind ({printable(str(exc))})", warn=True)
     hint = (
         ""
         if explicit

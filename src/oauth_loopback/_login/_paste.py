@@ -110,10 +110,12 @@ async def _paste_loop(
             receiver.deliver(line)
         except CallbackRejected as exc:
             # The same checks as a real request; tell the user why and ask again.
+            # The browser page's advice to start again does not fit a prompt that asks again.
+            reason = exc.message.split(" Start the sign-in again")[0]
             prompt = (
-                f"That address was not accepted ({exc.title.lower()}). Paste the whole address "
-                f"from the browser's address bar after signing in, or press Ctrl-C to stop.\n"
-                f"{ask}"
+                f"That address was not accepted ({exc.title.lower()}): {reason} Paste the "
+                f"whole address from the browser's address bar after signing in, or press "
+                f"Ctrl-C to stop.\n{ask}"
             )
             continue
         return

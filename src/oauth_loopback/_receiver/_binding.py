@@ -68,15 +68,15 @@ def _bind_port(
     host = config.host
     if host != "localhost":
         family = socket.AF_INET6 if host == "::1" else socket.AF_INET
-        sock = _listen(family, host, port, fixed=fixed)
+        sock = _listen(family, host, port)
         return [sock], host, sock.getsockname()[1]
     # localhost mode: hold 127.0.0.1 and ::1 on one port, so no other process can answer the
     # browser on the family we did not bind (browsers try both for "localhost").
     for _ in range(_DUAL_STACK_TRIES):
-        v4 = _listen(socket.AF_INET, "127.0.0.1", port, fixed=fixed)
+        v4 = _listen(socket.AF_INET, "127.0.0.1", port)
         bound = v4.getsockname()[1]
         try:
-            v6 = _listen(socket.AF_INET6, "::1", bound, fixed=True)
+            v6 = _listen(socket.AF_INET6, "::1", bound)
         except CallbackPortInUse as exc:
             v4.close()
             if fixed:
@@ -102,19 +102,23 @@ def _bind_port(
     raise OAuthLoopbackError(msg)
 
 
-def _listen(family: socket.AddressFamily, host: str, port: int, *, fixed: bool) -> socket.socket:
+def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
     import socket
 
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        if fixed:
-            # Let a fixed port be re-bound while old connections sit in TIME_WAIT. This never
-            # lets us share a port with a live listener on Linux/macOS; Windows needs the
-            # exclusive flag for that guarantee (as anyio does).
-            if sys.platform == "win32":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # On every listener, ephemeral ones too: the connections a receiver accepts inherit
+        # the flag, and the TIME_WAIT they leave behind (we close first) blocks a later bind
+        # of the port unless both sides set it. A sticky port (prefer_port) is the port an
+        # earlier run got from the OS; without this, a run started right after it would
+        # lose that port and the redirect URI its registration names. This never lets two
+        # listeners share a port on Linux/macOS (listen() refuses a second one, and we never
+        # set SO_REUSEPORT); Windows needs the exclusive flag for that guarantee (as anyio
+        # does).
+        if sys.platform == "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:

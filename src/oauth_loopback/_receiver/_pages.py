@@ -100,7 +100,13 @@ def page_for_rejection(exc: CallbackRejected) -> tuple[int, bytes]:
 def page_for_protocol_error(status: int) -> bytes:
     """A page for a request h11 could not parse (status from h11's error_status_hint)."""
     if status == 431:
-        return render_page("Request too large", "The request headers are too large.", ok=False)
+        return render_page(
+            "Request too large",
+            "The request headers are too large, so the request was not read. Clear the "
+            "cookies and site data your browser keeps for 127.0.0.1 and localhost (they are "
+            "sent to every port), then start the sign-in again.",
+            ok=False,
+        )
     if status == 408:
         return render_page("Request timeout", "The request took too long to arrive.", ok=False)
     return render_page("Bad request", "The request could not be understood.", ok=False)

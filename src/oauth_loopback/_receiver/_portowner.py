@@ -3,6 +3,12 @@
 Used to word :class:`CallbackPortInUse`: "held by pid 1234 (node server.js)" turns an hour of
 chasing a "CSRF" message into a one-line fix. Other systems, or processes of other users
 whose file descriptors we may not read, give ``None`` or a partial answer.
+
+A command line is chosen by whoever started that process, possibly another user of the
+machine, and ends up on the user's terminal (the error message, ``oauth-loopback doctor``).
+:func:`printable` shows its control characters as escapes, so an ``ESC ]52`` (clipboard
+write), ``ESC [2K`` (erase the line) or a bidirectional override cannot act on the terminal
+or make the text say something else ("port is free").
 """
 
 from __future__ import annotations
@@ -81,6 +87,29 @@ def describe_port_holder(port: int) -> str | None:
         return None
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable shown as ``\\xNN`` / ``\\uNNNN``.
+
+    Not printable: C0 and C1 controls (ESC, BEL, CR, ...), DEL, format characters (the
+    bidirectional overrides, zero-width joiners), line and paragraph separators and every
+    space but U+0020 (:meth:`str.isprintable`). A backslash is doubled, so an escape
+    written by the process itself cannot pass for one of ours.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
 def _command(pid: str) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -88,4 +117,4 @@ def _command(pid: str) -> str:
     except OSError:
         return "command unknown"
     text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    return text[:120] or "command unknown"
+    return printable(text[:120]) or "command unknown"

@@ -103,6 +103,16 @@ class PendingCallback:
         :raises ReceiverClosed: the receiver was closed first.
         :raises RuntimeError: ``wait()`` was already called for this login.
         """
+        # Every argument is checked before anything changes: a wait() that raises here
+        # leaves the login pending, and wait() may be called again with a valid timeout.
+        if timeout is None:
+            timeout = self._receiver.config.timeout
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            msg = (
+                f"wait(timeout=...) must be a positive number of seconds (math.inf waits "
+                f"forever, None uses CallbackConfig.timeout), not {timeout!r}."
+            )
+            raise ValueError(msg)
         if self._awaited:
             msg = (
                 "wait() was already called for this login. A PendingCallback is awaited "
@@ -110,11 +120,6 @@ class PendingCallback:
             )
             raise RuntimeError(msg)
         self._awaited = True
-        if timeout is None:
-            timeout = self._receiver.config.timeout
-        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            msg = f"wait(timeout=...) must be a positive number of seconds, not {timeout!r}."
-            raise ValueError(msg)
         receiver = self._receiver
         try:
             if self._outcome is None:
@@ -204,8 +209,13 @@ class CallbackReceiver:
         the waiting login exactly as a real callback would.
 
         :raises CallbackRejected: the URL is not a response this receiver can accept (wrong
-            path, unknown or used state, ...); its message says why. Nothing is consumed.
+            path, malformed, unknown or used state, ...); its message says why. Nothing is
+            consumed, and every login is still waiting.
+        :raises TypeError: ``url_or_query`` is not a string.
         """
+        if not isinstance(url_or_query, str):
+            msg = f"deliver() takes the pasted address as a str, not {type(url_or_query).__name__}."
+            raise TypeError(msg)
         text = url_or_query.strip()
         if "://" in text or text.startswith("/"):
             path, query = split_target(text)

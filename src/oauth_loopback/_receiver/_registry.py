@@ -7,7 +7,8 @@ The handling order it implements, with the routing steps in ``_routing``:
 
 4. state missing or repeated   -> 400; nothing consumed
 5. state unknown/used/expired  -> 400 that says which; nothing consumed
-6. known state, but no ``code`` nor ``error``, both, or a repeated parameter
+6. known state, but no ``code`` nor ``error``, both (present, even empty), a repeated
+   parameter, or an empty ``code``/``error`` or one with control characters
                                -> 400; the login stays pending
 7. ``error=...``               -> the waiter gets AuthorizationError/-Denied; 400 page
 8. ``issuer=`` set, ``iss`` missing or different -> the waiter gets IssuerMismatch; 400 page
@@ -173,15 +174,33 @@ class StateRegistry(Generic[W]):
                 "it from the authorization server's page."
             )
             raise CallbackRejected(msg, 400, title="Ambiguous response")
-        code, error = params.get("code"), params.get("error")
-        if bool(code) == bool(error):
-            what = "both 'code' and 'error'" if code else "neither 'code' nor 'error'"
+        # Presence decides, not truthiness: "code=x&error=" carries both (RFC 6749 §4.1.2).
+        has_code, has_error = "code" in params, "error" in params
+        if has_code == has_error:
+            what = "both 'code' and 'error'" if has_code else "neither 'code' nor 'error'"
             msg = (
                 f"This sign-in response has {what} (RFC 6749 §4.1.2), so it was not "
                 "accepted. The login is still waiting: finish it from the authorization "
                 "server's page."
             )
             raise CallbackRejected(msg, 400, title="Incomplete response")
+        name = "code" if has_code else "error"
+        value = params[name]
+        if not value or not value.isprintable():
+            # RFC 6749 A.11 and A.7: a code is 1*VSCHAR, an error 1*NQSCHAR (printable
+            # ASCII). An empty one, or one with control or invisible characters, is
+            # malformed, and would reach the app, its logs and its terminal as it came.
+            # (str.isprintable: no Cc, Cf, Zl, Zp, nor any space but U+0020.)
+            how = "empty" if not value else "contains control or invisible characters"
+            msg = (
+                f"This sign-in response's '{name}' is {how} (RFC 6749 Appendix A), so it was "
+                "not accepted. The login is still waiting: finish it from the authorization "
+                "server's page."
+            )
+            title = "Incomplete response" if not value else "Malformed response"
+            raise CallbackRejected(msg, 400, title=title)
+        code = params.get("code")
+        error = params.get("error")
 
         iss = params.get("iss")
         frozen = MappingProxyType(params)
@@ -191,7 +210,7 @@ class StateRegistry(Generic[W]):
             # RFC 9207 §2.4: with an expected issuer, a missing or different iss is refused,
             # on error responses too (an attacker could otherwise forge the error path).
             outcome = IssuerMismatch(expected, iss)
-        elif error:
+        elif error is not None:
             cls = AuthorizationDenied if error == "access_denied" else AuthorizationError
             outcome = cls(
                 error,
@@ -202,7 +221,7 @@ class StateRegistry(Generic[W]):
                 params=frozen,
             )
         else:
-            assert code  # bool(code) != bool(error) and not error  # noqa: S101
+            assert code is not None  # has_code != has_error, and not error  # noqa: S101
             outcome = AuthorizationResponse(code=code, state=state, iss=iss, params=frozen)
         del self._pending[state]
         self._remember(state, "used")

@@ -11,20 +11,38 @@ The anyio shell (``_serving``) and ``deliver()`` (a pasted URL) call the same fu
 
 from __future__ import annotations
 
-from .._errors import (
-    CallbackRejected,
-)
+from typing import TYPE_CHECKING
+
+from .._errors import CallbackRejected
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 
 def split_target(target: str) -> tuple[str, str]:
-    """Split a request target (origin or absolute form) into (path, query)."""
+    """Split a request target (origin or absolute form) into (path, query).
+
+    :raises CallbackRejected: 400, for an absolute form ``urlsplit`` cannot read (an
+        unclosed ``[`` of an IPv6 literal, a stray ``]``): peer input, never a bug of ours.
+    """
     if target.startswith("/"):
         path, _, query = target.partition("?")
         return path, query.partition("#")[0]
+    parts = _split_absolute(target)
+    return parts.path or "/", parts.query
+
+
+def _split_absolute(target: str) -> SplitResult:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(target)
-    return parts.path or "/", parts.query
+    try:
+        return urlsplit(target)
+    except ValueError as exc:  # "Invalid IPv6 URL" and friends
+        msg = (
+            "The request address is not a well-formed URL (its host part cannot be read), "
+            "so nothing was accepted. Copy the whole address from the browser's address bar."
+        )
+        raise CallbackRejected(msg, 400, title="Bad request") from exc
 
 
 def route(
@@ -56,9 +74,7 @@ def route(
         # RFC 9112 §3.2.2: for an absolute-form target the server uses the target's authority
         # and ignores Host, so the authority is what the rebinding guard must check. Only an
         # http:// target can reach a plain loopback listener.
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(text)
+        parts = _split_absolute(text)
         if parts.scheme.lower() != "http":
             msg = "The request address is not an http:// address. Nothing was accepted."
             raise CallbackRejected(msg, 400, title="Bad request")

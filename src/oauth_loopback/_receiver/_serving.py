@@ -17,6 +17,7 @@ import anyio
 import h11
 
 from .._errors import CallbackRejected
+from ._heads import MAX_REQUEST_HEAD, HeadFilter
 from ._http import RECEIVE_SIZE, Connections, Slot, guard_connection, receive, response_bytes
 from ._pages import PAGE_HEADERS, page_for, page_for_protocol_error, page_for_rejection
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
@@ -36,13 +37,21 @@ __all__ = ["MAX_REQUEST_HEAD", "ConnectionServer"]
 
 logger = logging.getLogger("oauth_loopback.server")
 
-# Request line + headers. h11's default is 16 KiB (node.js uses 80 KiB); a callback is one
-# short line plus a browser's ~1 KiB of headers, so 8 KiB is ample and keeps floods cheap.
-MAX_REQUEST_HEAD = 8 * 1024
 _ALLOW_GET = ((b"Allow", b"GET"),)
 # Longest a page write may outlive the receiver's close (a page is ~1 KiB: it normally
 # fits the socket buffer at once; this bounds a peer that stops reading).
 _WRITE_GRACE = 2.0
+# accept() errors that concern one connection only (it was reset or aborted while queued):
+# take the next one at once (Linux reports most of these on the accepted socket instead).
+_ACCEPT_GONE = frozenset(
+    {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM, errno.EINTR}
+)
+
+
+def _new_conn() -> h11.Connection:
+    # h11 checks its limit only while an event is incomplete; HeadFilter enforces the exact
+    # cap on what it passes on, and h11's limit stays as a second fence at the same size.
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
 
 
 class ConnectionServer:
@@ -65,7 +74,7 @@ class ConnectionServer:
         # returns: such a request is answered right here, with no transport, no task and no
         # read deadline (nothing is waited for). Anything else -- no data yet, a partial head
         # -- becomes an anyio stream served by its own task with the bytes already read.
-        # (docs/benchmarks.md: this is what puts dispatch below the bare anyio + h11 floor.)
+        # (This is what puts dispatch below the bare anyio + h11 floor: docs/benchmarks.md.)
         with sock:
             while True:
                 await anyio.wait_readable(sock)
@@ -74,6 +83,8 @@ class ConnectionServer:
                 except BlockingIOError:
                     continue  # another process or a reset connection took it
                 except OSError as exc:
+                    if exc.errno in _ACCEPT_GONE:
+                        continue
                     if exc.errno in (errno.EMFILE, errno.ENFILE) and self._connections:
                         # Out of file descriptors before reaching max_connections: make room
                         # as the cap does (the connection idle longest goes), or idle sockets
@@ -87,73 +98,125 @@ class ConnectionServer:
                     logger.warning("accept() failed (%s); retrying shortly", exc)
                     await anyio.sleep(0.05)
                     continue
-                await self._accepted(client, tg)
+                try:
+                    await self._accepted(client, tg)
+                except Exception:
+                    # The per-connection guard of the accept path (STYLE §3.6: the one broad
+                    # handler, like guard_connection): whatever one connection does, the
+                    # receiver keeps serving. Peer behaviour never lands here; a bug does.
+                    client.close()
+                    logger.exception(
+                        "bug in oauth-loopback while serving a connection; please report it"
+                    )
 
     async def _accepted(self, client: socket.socket, tg: TaskGroup) -> None:
+        """Answer ``client`` at once if its head is here, else hand it to its own task.
+
+        A peer may reset the connection at any point of this (even before accept() ran:
+        the kernel still hands us the socket); every such failure costs this socket only.
+        """
         import socket
 
-        from anyio.abc import SocketStream
-
+        heads = HeadFilter(self.config.app_name)
+        head = b""
         try:
             client.setblocking(False)
             try:
                 initial = client.recv(MAX_REQUEST_HEAD)
             except BlockingIOError:
                 initial = None
-            except OSError as exc:  # reset before we read: nothing to answer
-                logger.debug("connection ended: %s", type(exc).__name__)
-                client.close()
-                return
             if initial == b"":  # connected and left without asking anything
                 client.close()
                 return
-            if initial is not None and await self._answer_now(client, initial, tg):
-                return
+            if initial is not None:
+                try:
+                    head = heads.feed(initial)
+                except CallbackRejected as exc:
+                    await self._refuse_now(client, exc, tg)
+                    return
+                if heads.done and await self._answer_now(client, head, tg):
+                    return
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream = await SocketStream.from_socket(client)
+        except OSError as exc:  # reset (or aborted) before or while we read: nothing to answer
+            logger.debug("connection ended: %s", type(exc).__name__)
+            client.close()
+            return
         except BaseException:
             client.close()
             raise
+        stream = await self._stream(client)
+        if stream is None:
+            return
         slot = self._connections.open()
-        tg.start_soon(self._serve_connection, stream, slot, initial or b"")
+        tg.start_soon(self._serve_connection, stream, slot, heads, head)
 
-    async def _answer_now(self, client: socket.socket, initial: bytes, tg: TaskGroup) -> bool:
+    @staticmethod
+    async def _stream(client: socket.socket) -> SocketStream | None:
+        """``client`` as an anyio stream, or None (and closed) if the peer already left."""
+        from anyio.abc import SocketStream
+
+        try:
+            return await SocketStream.from_socket(client)
+        except (OSError, ValueError) as exc:
+            # anyio checks the socket is connected (getpeername()) and says ValueError when
+            # a reset got there first: the peer is gone, so is this connection.
+            logger.debug("connection ended before it was set up: %s", type(exc).__name__)
+            client.close()
+            return None
+        except BaseException:
+            client.close()
+            raise
+
+    async def _answer_now(self, client: socket.socket, head: bytes, tg: TaskGroup) -> bool:
         """Answer a request whose whole head arrived with the connection; False if it did not.
 
         The same h11 parsing, checks and page as ``_serve_connection``; a head that is
-        incomplete or malformed is left to it (it gets the same bytes and answers the error).
+        malformed is left to it (it gets the same bytes and answers the error).
         """
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
-        conn.receive_data(initial)
+        conn = _new_conn()
+        conn.receive_data(head)
         try:
             request = conn.next_event()
         except h11.RemoteProtocolError:
             return False
         if not isinstance(request, h11.Request):
             return False
+        status, body, extra = await self._answer(request)
         try:
-            status, body, extra = await self._answer(request)
             data = response_bytes(
                 conn, status, (*PAGE_HEADERS, *extra), body, head=request.method == b"HEAD"
             )
-            try:
-                sent = client.send(data)
-            except BlockingIOError:
-                sent = 0
-        except (OSError, h11.LocalProtocolError) as exc:
+        except h11.LocalProtocolError as exc:  # e.g. an HTTP/1.0 peer h11 cannot answer so
             logger.debug("connection ended: %s", type(exc).__name__)
-        except Exception:
-            # The per-connection guard of _serve_connection, for this connection.
-            logger.exception("bug in oauth-loopback while serving a connection; please report it")
-        else:
-            if sent < len(data):  # the socket buffer was full (a page is ~2 KiB): finish later
-                from anyio.abc import SocketStream
-
-                stream = await SocketStream.from_socket(client)
-                tg.start_soon(self._finish_write, stream, data[sent:])
-                return True
-        client.close()
+            client.close()
+            return True
+        await self._send_now(client, data, tg)
         return True
+
+    async def _refuse_now(
+        self, client: socket.socket, exc: CallbackRejected, tg: TaskGroup
+    ) -> None:
+        """Answer a head refused before it was parsed (too large) with its 4xx page."""
+        logger.info("refused a request: %s (HTTP %d)", exc.title, exc.status_hint)
+        status, body = page_for_rejection(exc)
+        await self._send_now(client, response_bytes(_new_conn(), status, PAGE_HEADERS, body), tg)
+
+    async def _send_now(self, client: socket.socket, data: bytes, tg: TaskGroup) -> None:
+        """Write ``data`` and close; what the socket buffer cannot take goes to a task."""
+        try:
+            sent = client.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # reset or closed by the peer before the page went out
+            logger.debug("connection ended: %s", type(exc).__name__)
+            client.close()
+            return
+        if sent < len(data):  # the socket buffer was full (a page is ~2 KiB): finish later
+            stream = await self._stream(client)
+            if stream is not None:
+                tg.start_soon(self._finish_write, stream, data[sent:])
+            return
+        client.close()
 
     async def _finish_write(self, stream: SocketStream, data: bytes) -> None:
         # Bounded like _serve_connection's page write: a peer that stops reading is dropped.
@@ -169,26 +232,29 @@ class ConnectionServer:
                 await anyio.aclose_forcefully(stream)
 
     async def _serve_connection(
-        self, stream: SocketStream, slot: Slot, initial: bytes = b""
+        self, stream: SocketStream, slot: Slot, heads: HeadFilter, head: bytes = b""
     ) -> None:
-        # h11 checks its limit only while an event is incomplete, so a head that completes
-        # inside the read that crosses the limit would slip through: _read_request never
-        # reads past MAX_REQUEST_HEAD, and h11 refuses a buffer of that size still incomplete.
-        # ``initial``: what _accepted already read (at most MAX_REQUEST_HEAD bytes).
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD - 1)
-        if initial:
-            conn.receive_data(initial)
+        # ``heads`` and ``head``: the filter _accepted started and what it passed on so far.
+        conn = _new_conn()
+        if head:
+            conn.receive_data(head)
         deadline = self.config.read_timeout
         async with guard_connection(stream, slot, self._connections, logger):
             request: h11.Request | None = None
+            refusal: CallbackRejected | None = None
             status = 408  # what the peer gets if the deadline passes first
             with anyio.move_on_after(deadline):
                 try:
-                    request = await self._read_request(conn, stream, slot, len(initial))
+                    request = await self._read_request(conn, stream, slot, heads)
                 except h11.RemoteProtocolError as exc:
                     status = exc.error_status_hint
+                except CallbackRejected as exc:  # HeadFilter: too large
+                    refusal = exc
             if request is not None:
                 status, body, extra = await self._answer(request)
+            elif refusal is not None:
+                logger.info("refused a request: %s (HTTP %d)", refusal.title, refusal.status_hint)
+                (status, body), extra = page_for_rejection(refusal), ()
             elif conn.their_state is h11.CLOSED or conn.our_state not in (
                 h11.IDLE,
                 h11.SEND_RESPONSE,
@@ -200,23 +266,26 @@ class ConnectionServer:
             # must not cut its own browser page off mid-write.
             with anyio.CancelScope(shield=True) as write_scope:
                 write_scope.deadline = anyio.current_time() + min(deadline, _WRITE_GRACE)
-                head = request is not None and request.method == b"HEAD"
-                data = response_bytes(conn, status, (*PAGE_HEADERS, *extra), body, head=head)
+                head_only = request is not None and request.method == b"HEAD"
+                data = response_bytes(conn, status, (*PAGE_HEADERS, *extra), body, head=head_only)
                 await stream.send(data)
 
     async def _read_request(
-        self, conn: h11.Connection, stream: SocketStream, slot: Slot, received: int = 0
+        self, conn: h11.Connection, stream: SocketStream, slot: Slot, heads: HeadFilter
     ) -> h11.Request | None:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                room = MAX_REQUEST_HEAD - received
-                if room <= 0:  # h11 skipped some bytes (blank lines) and still has no request
-                    msg = "request head too large"
-                    raise h11.RemoteProtocolError(msg, error_status_hint=431)
-                data = await receive(stream, slot, min(RECEIVE_SIZE, room))
-                received += len(data)
-                conn.receive_data(data)
+                if heads.done:  # the head ended where h11 sees no end: never read past it
+                    msg = "malformed request head"
+                    raise h11.RemoteProtocolError(msg, error_status_hint=400)
+                data = await receive(stream, slot, RECEIVE_SIZE)
+                if not data:
+                    conn.receive_data(b"")  # the peer's end of stream
+                    continue
+                passed = heads.feed(data)  # raises CallbackRejected (431) past a cap
+                if passed:  # b"" would tell h11 the stream ended
+                    conn.receive_data(passed)
             elif isinstance(event, h11.Request):
                 return event
             else:
