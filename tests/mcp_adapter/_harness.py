@@ -222,8 +222,9 @@ async def expire_access_tokens(server_url: str) -> None:
 
 async def revoke(server_url: str, token: str, client_id: str) -> None:
     """Revoke ``token`` at the server's RFC 7009 endpoint, as a public client."""
+    # The SDK's server (2.3) requires the client_secret field even from a public client
+    # (RFC 7009 §2.1 needs only the client's own authentication): send it empty.
+    form = {"token": token, "client_id": client_id, "client_secret": ""}
     async with httpx2.AsyncClient(trust_env=False, timeout=10) as client:
-        response = await client.post(
-            f"{_origin(server_url)}/revoke", data={"token": token, "client_id": client_id}
-        )
-    response.raise_for_status()
+        response = await client.post(f"{_origin(server_url)}/revoke", data=form)
+    assert response.status_code == 200, response.text
