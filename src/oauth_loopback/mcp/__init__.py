@@ -333,9 +333,11 @@ class RedirectAwareTokenStorage:
         tokens = await self.storage.get_tokens()
         if tokens is None:
             return None
-        expires_at = tokens.expires_at if isinstance(tokens, ExpiringToken) else None
+        if not isinstance(tokens, ExpiringToken):
+            return tokens  # not stored through this wrapper: no known expiry
+        expires_at = tokens.expires_at
         if expires_at is None:
-            return tokens  # no known expiry: the SDK finds out from a 401
+            return _plain_token(tokens)  # the server gave no expires_in: a 401 tells
         if self._provider is not None:
             # The SDK (2.3) computes this only from a token response, never from storage.
             self._provider.context.token_expiry_time = expires_at - _EXPIRY_LEEWAY
