@@ -43,7 +43,9 @@ SDK_WARNINGS = [
 ]
 
 SERVER = Path(__file__).with_name("_sdk_server.py")
-MODES = ("loopback", "exact", "loopback+iss", "preregistered", "cimd")
+ROOT = Path(__file__).parents[2]
+# "fastmcp" is FastMCP's own server (``_fastmcp_server.py``), the others the SDK's.
+MODES = ("loopback", "exact", "loopback+iss", "preregistered", "cimd", "fastmcp")
 # Bounds every login: discovery, registration, browser leg, token exchange, tool call.
 LOGIN_DEADLINE = 30
 
@@ -55,8 +57,14 @@ def running_servers(modes: tuple[str, ...] = MODES) -> Iterator[dict[str, str]]:
     logs = tempfile.TemporaryFile("w+")
     try:
         for mode in modes:
+            command = (
+                [sys.executable, "-m", "tests.mcp_adapter._fastmcp_server"]
+                if mode == "fastmcp"
+                else [sys.executable, str(SERVER), mode]
+            )
             procs[mode] = subprocess.Popen(
-                [sys.executable, str(SERVER), mode],
+                command,
+                cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=logs,

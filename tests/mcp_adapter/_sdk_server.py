@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -219,12 +219,20 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         return len(self.tokens)
 
 
-class TestRoutes:
+class Counts(Protocol):
+    """What the test routes ask of an authorization server."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def expire_access_tokens(self) -> int: ...
+
+
+class ControlRoutes:
     """The test-only routes, in front of the SDK's app; in ``cimd`` mode also the RFC 8414
     metadata with ``client_id_metadata_document_supported`` added."""
 
     def __init__(
-        self, app: ASGIApp, provider: Provider, metadata: dict[str, Any] | None = None
+        self, app: ASGIApp, provider: Counts, metadata: dict[str, Any] | None = None
     ) -> None:
         self.app = app
         self.provider = provider
@@ -283,7 +291,7 @@ async def _serve(mode: str) -> None:
             **document.model_dump(mode="json", exclude_none=True),
             "client_id_metadata_document_supported": True,
         }
-    app = TestRoutes(server.streamable_http_app(), provider, metadata)
+    app = ControlRoutes(server.streamable_http_app(), provider, metadata)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     userver = uvicorn.Server(config)
     # The socket listens already: connections wait in its backlog until uvicorn accepts.

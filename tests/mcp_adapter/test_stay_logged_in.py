@@ -2,8 +2,9 @@
 
 Each test logs in once, then "restarts": a new receiver (on the same port, or on a new one
 because the old one is taken), a new ``OAuthClientProvider`` and the same storage. The
-server is the SDK's stock ``exact`` mode unless said otherwise: it compares redirect URIs
-as strings, so a registration made for another port cannot start a browser login there.
+servers match redirect URIs exactly (the SDK's stock ``exact`` mode, and FastMCP's own
+in-memory authorization server) unless said otherwise, so a registration made for another
+port cannot start a browser login there.
 "Expired" means expired on both sides: the server's access tokens stop working
 (``/test/expire-access-tokens``) and the stored token's ``expires_at`` is in the past.
 """
@@ -20,10 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth.utils import issuers_match
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import AnyUrl
 
-from oauth_loopback.mcp import REPLACE_ON_LOGIN, ExpiringToken, LoopbackOAuth, loopback_oauth
+from oauth_loopback.mcp import ExpiringToken, LoopbackOAuth, loopback_oauth
 from tests.mcp_adapter._harness import (
     SDK_WARNINGS,
     Browser,
@@ -85,10 +87,12 @@ async def restart(
         async with loopback_oauth(open_browser=browser, prefer_port_from=storage) as cb:
             assert (cb.port != old_port) if new_port else (cb.port == old_port)
             provider = make_provider(wiring, cb, server_url, storage)
-            assert await call_whoami(server_url, provider) == "hello from exact"
+            assert (await call_whoami(server_url, provider)).startswith("hello from ")
             return cb.redirect_uri, browser
 
 
+#: Servers that match redirect URIs exactly: the MCP Python SDK's own, and FastMCP's.
+EXACT_SERVERS = [pytest.param("exact", id="sdk"), pytest.param("fastmcp", id="fastmcp")]
 PORTS = [
     pytest.param(False, id="same-port"),
     pytest.param(True, id="new-port"),
@@ -101,11 +105,16 @@ WIRINGS = [
 
 @pytest.mark.parametrize("wiring", WIRINGS)
 @pytest.mark.parametrize("new_port", PORTS)
+@pytest.mark.parametrize("server", EXACT_SERVERS)
 async def test_restart_with_an_expired_token_refreshes_without_a_browser(
-    servers: dict[str, str], caplog: pytest.LogCaptureFixture, new_port: bool, wiring: str
+    servers: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    server: str,
+    new_port: bool,
+    wiring: str,
 ) -> None:
     """Restart with an expired access token: the SDK refreshes it (same or new port), no browser, no registration."""
-    url = servers["exact"]
+    url = servers[server]
     storage = MemoryStorage()
     old_uri, old_port = await first_run(url, storage)
     assert storage.client_info is not None
@@ -146,11 +155,12 @@ async def test_restart_with_a_valid_token_sends_it(servers: dict[str, str]) -> N
 
 @pytest.mark.parametrize("bad_refresh", ["revoked", "garbage"])
 @pytest.mark.parametrize("new_port", PORTS)
+@pytest.mark.parametrize("server", EXACT_SERVERS)
 async def test_unusable_refresh_token_logs_in_once(
-    servers: dict[str, str], new_port: bool, bad_refresh: str
+    servers: dict[str, str], server: str, new_port: bool, bad_refresh: str
 ) -> None:
     """Refresh token revoked or invalid: exactly one browser login; on a new port with a new registration."""
-    url = servers["exact"]
+    url = servers[server]
     storage = MemoryStorage()
     old_uri, old_port = await first_run(url, storage)
     assert storage.client_info is not None
@@ -178,8 +188,8 @@ async def test_unusable_refresh_token_logs_in_once(
         assert storage.client_info.client_id == old_id
         assert registered(storage) == [old_uri]
     assert query["client_id"] == [storage.client_info.client_id]
-    assert storage.client_info.issuer == url.removesuffix("/mcp")  # never the marker
-    assert storage.client_info.issuer != REPLACE_ON_LOGIN
+    assert storage.client_info.issuer is not None  # the SDK's SEP-2352 binding, never the marker
+    assert issuers_match(storage.client_info.issuer, url.removesuffix("/mcp"))
 
 
 @pytest.mark.parametrize(
