@@ -7,7 +7,9 @@ that justifies it:
 1. bind the receiver (RFC 8252 §7.3: an ephemeral loopback port; §8.3: ``127.0.0.1``);
 2. discover the server's metadata (RFC 8414 §3.1, path-aware, then OpenID Connect
    Discovery), and insist its ``issuer`` is the one asked for (RFC 8414 §3.3);
-3. register a client with the *live* redirect URI when no ``client_id`` is given (RFC 7591);
+3. pick the client (``_clients``: pre-registered, a client ID metadata document, a registration
+   from an earlier login the server still accepts, else RFC 7591 registration with the *live*
+   redirect URI);
 4. build the authorization URL with PKCE S256 (RFC 7636 §4.2) through authlib, guarded
    against authlib dropping PKCE silently, plus ``resource`` (RFC 8707 §2);
 5. open the browser (refusing crafted URLs) and wait for the callback, checking ``iss`` when
@@ -31,11 +33,12 @@ from .._errors import (
     IssuerMismatch,
 )
 from .._receiver._receiver import open_receiver
+from .._store._records import ClientRegistration
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce
+from ._clients import choose_client
 from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
-from ._registration import register
 from ._token import Token
 
 __all__ = ["ShowURL", "StepCallback", "authorize"]
@@ -69,6 +72,7 @@ async def authorize(
     *,
     client_id: str | None = None,
     client_secret: str | None = None,
+    client: ClientRegistration | None = None,
     scope: str | None = None,
     resource: str | None = None,
     config: CallbackConfig | None = None,
@@ -92,9 +96,18 @@ async def authorize(
     exchanges the code.
 
     :param issuer: the authorization server's issuer URL, exactly as its metadata states it.
-    :param client_id: a pre-registered client; None registers one (RFC 7591) with the live
-        redirect URI, as a public native client named ``config.app_name``.
+    :param client_id: a pre-registered client, or an https URL to the app's client ID
+        metadata document (used when the server advertises
+        ``client_id_metadata_document_supported``; otherwise the app registers, the MCP
+        specification's order). None registers a public native client named
+        ``config.app_name`` (RFC 7591) with the live redirect URI, unless ``client`` is given.
     :param client_secret: only for a pre-registered confidential client.
+    :param client: the registration of an earlier login (``token.client``) to use again. A
+        dynamic registration that does not list this run's redirect URI is tried first
+        (RFC 8252 §7.3: servers must accept any loopback port): the authorization endpoint
+        is asked before the browser opens, and if it refuses, a new client is registered,
+        once. ``token.client`` of the result says which registration the login used. Must
+        belong to ``issuer``.
     :param scope: space-separated scopes to ask for.
     :param resource: the RFC 8707 resource indicator (MCP: the server URL), sent in the
         authorization and token requests.
@@ -131,6 +144,8 @@ async def authorize(
     :raises UnsupportedServer: the issuer is not https, or the server offers no safe login
         (no S256 PKCE, no code flow, no registration endpoint without ``client_id``).
     :raises RegistrationError: dynamic registration was refused.
+    :raises ClientRejected: the server refused ``client`` for this redirect URI and it cannot
+        be replaced (the server offers no registration endpoint).
     :raises UnsafeBrowserURL: the authorization endpoint is not https (nor loopback http).
     :raises BrowserUnavailable: no browser opened and the URL was shown nowhere.
     :raises AuthorizationDenied: the user (or policy) said no.
@@ -143,6 +158,7 @@ async def authorize(
     """
     issuer = check_issuer(issuer)
     _check_arguments(client_id, client_secret, resource, timeout)
+    registration_given = _check_client(client, issuer)
     metadata_given = None if metadata is None else given_metadata(metadata, issuer)
     if config is None:
         config = CallbackConfig()
@@ -155,25 +171,28 @@ async def authorize(
         step(on_step, "bind", f"receiver listening on {redirect_uri}")
         async with Client(
             issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
-        ) as client:
-            server = metadata_given or await discover(client, issuer)
+        ) as oauth:
+            server = metadata_given or await discover(oauth, issuer)
             check_server(server)
             step(on_step, "discovery", f"metadata from {server.url}")
-            await _set_client(
-                client,
+            registration = await choose_client(
+                oauth,
                 server,
                 redirect_uri,
-                config.app_name,
-                client_id,
-                client_secret,
-                scope,
-                on_step,
+                issuer=issuer,
+                app_name=config.app_name,
+                client_id=client_id,
+                client_secret=client_secret,
+                registration=registration_given,
+                scope=scope,
+                resource=resource,
+                on_step=on_step,
             )
             # RFC 9207 §2.4: when the server promises iss, a response without it (or with
             # another) is refused by the receiver as a possible mix-up attack.
             pending = receiver.expect(issuer=issuer if server.issues_iss else None)
             code_verifier = generate_token(VERIFIER_LENGTH)
-            url = client.authorization_url(
+            url = oauth.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
@@ -194,13 +213,14 @@ async def authorize(
             check_present_iss(response.iss, issuer)
             checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
             step(on_step, "callback", f"authorization code received{checked}")
-            token = await client.exchange(
+            token = await oauth.exchange(
                 server.token_endpoint,
                 code=response.code,
                 code_verifier=code_verifier,
                 redirect_uri=redirect_uri,
                 resource=resource,
             )
+            token.client = registration
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
 
@@ -222,26 +242,23 @@ def _check_arguments(
         raise ValueError(msg)
 
 
-async def _set_client(
-    client: Client,
-    server: Metadata,
-    redirect_uri: str,
-    app_name: str,
-    client_id: str | None,
-    client_secret: str | None,
-    scope: str | None,
-    on_step: StepCallback | None,
-) -> None:
-    """Use the given client, or register one for the live redirect URI (RFC 7591)."""
-    if client_id is None:
-        client_id, client_secret, auth_method = await register(
-            client, server, redirect_uri, app_name=app_name, scope=scope
+def _check_client(client: object, issuer: str) -> ClientRegistration | None:
+    """``client=`` is an earlier login's registration at this very issuer, never another's."""
+    if client is None:
+        return None
+    if not isinstance(client, ClientRegistration):
+        msg = (
+            f"client= takes the ClientRegistration of an earlier login (token.client), not "
+            f"{type(client).__name__}; pass a client ID as client_id= instead."
         )
-        step(on_step, "registration", f"registered a native public client for {redirect_uri}")
-    else:
-        auth_method = None
-        step(on_step, "registration", "skipped: using the given client_id")
-    client.set_client(client_id, client_secret, auth_method)
+        raise TypeError(msg)
+    if client.issuer != issuer:
+        msg = (
+            f"client= was registered at {client.issuer!r}, not at {issuer!r}: a registration "
+            f"is never used with another issuer. Pass the registration of {issuer!r}, or none."
+        )
+        raise ValueError(msg)
+    return client
 
 
 async def _send_user(

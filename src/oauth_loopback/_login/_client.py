@@ -39,7 +39,7 @@ class Client:
         self,
         *,
         issuer: str,
-        redirect_uri: str,
+        redirect_uri: str | None,
         scope: str | None,
         transport: httpx2.AsyncBaseTransport | None,
     ) -> None:
@@ -127,39 +127,56 @@ class Client:
         redirect_uri: str,
         resource: str | None,
     ) -> Token:
-        extra: dict[str, str] = {}
+        # grant_type explicit: authlib would guess it and remember the guess.
+        # redirect_uri: identical to the authorization request's (RFC 6749 §4.1.3).
+        return await self._fetch_token(
+            token_endpoint,
+            "authorization_code",
+            code=code,
+            code_verifier=code_verifier,
+            redirect_uri=redirect_uri,
+            resource=resource,
+        )
+
+    async def refresh(
+        self, token_endpoint: str, *, refresh_token: str, resource: str | None
+    ) -> Token:
+        """RFC 6749 §6: a new access token for a refresh token.
+
+        No ``scope`` is sent (§6: omitted means the scope originally granted) and no redirect
+        URI (the refresh grant has none, so a changed loopback port never matters here).
+        """
+        return await self._fetch_token(
+            token_endpoint, "refresh_token", refresh_token=refresh_token, resource=resource
+        )
+
+    async def _fetch_token(
+        self, token_endpoint: str, grant_type: str, *, resource: str | None, **params: str
+    ) -> Token:
         if resource is not None:
-            extra["resource"] = resource  # RFC 8707 §2.2
+            params["resource"] = resource  # RFC 8707 §2.2
         self._token_reply = None
         try:
-            # grant_type explicit: authlib would guess it and remember the guess.
-            # redirect_uri: identical to the authorization request's (RFC 6749 §4.1.3).
-            await self._authlib.fetch_token(
-                token_endpoint,
-                grant_type="authorization_code",
-                code=code,
-                code_verifier=code_verifier,
-                redirect_uri=redirect_uri,
-                **extra,
-            )
+            await self._authlib.fetch_token(token_endpoint, grant_type=grant_type, **params)
         except httpx2.TransportError as exc:
+            again = "try again" if grant_type == "refresh_token" else "log in again"
             msg = (
                 f"Could not reach the token endpoint {token_endpoint} ({type(exc).__name__}: "
-                f"{exc}). Check the network (and proxy settings), then log in again."
+                f"{exc}). Check the network (and proxy settings), then {again}."
             )
             raise ServerUnreachable(msg) from exc
         except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
-            raise self._token_error(exc) from exc
+            raise self._token_error(exc, grant_type) from exc
         reply = self._token_reply
         document = json_object(reply) if reply is not None else None
         if document is None:  # pragma: no cover  (authlib raised above)
-            raise _invalid_token_response(reply, "the reply is not a JSON object")
+            raise _invalid_token_response(reply, "the reply is not a JSON object", grant_type)
         try:
             return Token(document)
         except ValueError as exc:
-            raise _invalid_token_response(reply, str(exc)) from exc
+            raise _invalid_token_response(reply, str(exc), grant_type) from exc
 
-    def _token_error(self, exc: Exception) -> TokenError:
+    def _token_error(self, exc: Exception, grant_type: str) -> TokenError:
         reply = self._token_reply
         document = json_object(reply) if reply is not None else None
         status = reply.status_code if reply is not None else None
@@ -169,20 +186,27 @@ class Client:
                 optional_str(document.get("error_description")),
                 optional_str(document.get("error_uri")),
                 status_code=status,
+                grant_type=grant_type,
             )
         if isinstance(exc, OAuthError) and reply is None:
             # authlib refused before sending (e.g. a missing code).
-            return TokenError(str(exc.error), optional_str(exc.description))
-        return _invalid_token_response(reply, "the reply is not an RFC 6749 token response")
+            return TokenError(
+                str(exc.error), optional_str(exc.description), grant_type=grant_type
+            )
+        return _invalid_token_response(
+            reply, "the reply is not an RFC 6749 token response", grant_type
+        )
 
 
 def optional_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _invalid_token_response(reply: httpx2.Response | None, why: str) -> TokenError:
+def _invalid_token_response(
+    reply: httpx2.Response | None, why: str, grant_type: str = "authorization_code"
+) -> TokenError:
     status = reply.status_code if reply is not None else None
-    return TokenError("invalid_token_response", why, status_code=status)
+    return TokenError("invalid_token_response", why, status_code=status, grant_type=grant_type)
 
 
 def check_pkce(url: str, code_verifier: str) -> None:

@@ -98,6 +98,11 @@ class Metadata:
         )
         # RFC 9207 §3: the server promises to send iss in every authorization response.
         self.issues_iss = document.get("authorization_response_iss_parameter_supported") is True
+        # MCP authorization spec: the server fetches client ID metadata documents (an https
+        # client_id), so nothing needs registering.
+        self.supports_metadata_documents = (
+            document.get("client_id_metadata_document_supported") is True
+        )
         self.code_challenge_methods = _string_list(document, "code_challenge_methods_supported")
         self.response_types = _string_list(document, "response_types_supported")
 

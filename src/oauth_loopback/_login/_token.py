@@ -6,7 +6,10 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .._store._records import ClientRegistration
 
 # Token fields whose values may be shown: everything else (tokens, secrets) is redacted.
 SHOWN_TOKEN_FIELDS: Final = frozenset({"token_type", "expires_in", "scope"})
@@ -19,11 +22,21 @@ class Token(Mapping[str, object]):
     and ``scope`` only; every other value (access and refresh tokens, ID tokens) is redacted,
     because reprs end up in logs and tracebacks. ``dict(token)`` gives the raw fields, e.g.
     to store them.
+
+    ``client`` is the client registration the login used (``None`` when the token was built
+    by hand): pass it back as ``authorize(client=token.client)`` to log in again without
+    registering again. Its ``repr()`` redacts the client secret.
     """
 
-    __slots__ = ("_data", "received_at")
+    __slots__ = ("_data", "client", "received_at")
 
-    def __init__(self, data: Mapping[str, object], *, received_at: float | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, object],
+        *,
+        received_at: float | None = None,
+        client: ClientRegistration | None = None,
+    ) -> None:
         access_token = data.get("access_token")
         token_type = data.get("token_type")
         if not isinstance(access_token, str) or not access_token:
@@ -35,6 +48,8 @@ class Token(Mapping[str, object]):
         self._data: Mapping[str, object] = MappingProxyType(dict(data))
         #: ``time.time()`` when the token arrived; ``expires_at`` counts from it.
         self.received_at = time.time() if received_at is None else received_at
+        #: The client registration this token was issued to (see the class docstring).
+        self.client = client
 
     def __getitem__(self, key: str) -> object:
         return self._data[key]
