@@ -22,6 +22,7 @@ new one; anything else that is refused raises :class:`ClientRejected`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from ._client import VERIFIER_LENGTH, Client, optional_str
 from ._metadata import Metadata
 from ._registration import register
 
-__all__ = ["Acceptance", "choose_client", "server_accepts"]
+__all__ = ["Acceptance", "choose_client", "server_accepts", "with_secret"]
 
 logger = logging.getLogger("oauth_loopback.oauth")
 
@@ -108,7 +109,7 @@ async def _choose(
             step("skipped: using the given client_id")
             if client_secret is None:
                 return registration
-            return _with_secret(registration, client_secret)
+            return with_secret(registration, client_secret)
         step("skipped: using the given client_id")
         return ClientRegistration(
             issuer=issuer,
@@ -179,8 +180,8 @@ def _use(client: Client, registration: ClientRegistration) -> None:
     )
 
 
-def _with_secret(registration: ClientRegistration, secret: str) -> ClientRegistration:
-    import dataclasses
+def with_secret(registration: ClientRegistration, secret: str) -> ClientRegistration:
+    """``registration`` with the secret the caller passed (it wins over a stored one)."""
 
     method = registration.token_endpoint_auth_method
     if method == "none":
