@@ -23,6 +23,7 @@ from ._errors import (
     CallbackPortInUse,
     CallbackRejected,
     CallbackTimeout,
+    ClientRejected,
     DiscoveryError,
     InvalidCallbackConfig,
     IssuerMismatch,
@@ -31,10 +32,10 @@ from ._errors import (
     RegistrationError,
     ServerUnreachable,
     TokenError,
+    TokenStoreError,
     UnsafeBrowserURL,
     UnsupportedServer,
 )
-from ._errors import ClientRejected, TokenStoreError
 from ._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
 from ._receiver._registry import AuthorizationResponse
 

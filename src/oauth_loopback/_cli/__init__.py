@@ -11,6 +11,7 @@ Only this module prints. Sub-commands:
 * ``login ISSUER [...]``: a real login through the user's browser (or, with ``--no-browser``,
   by pasting the address the browser was redirected to); the token goes to stdout as JSON
   (``--json``) or to a file written atomically with mode 0600 (``--output``).
+* ``cimd write|check``: the app's client ID metadata document (:mod:`._cimd`).
 
 The login commands import authlib lazily, so ``oauth-loopback --help`` stays fast.
 """
@@ -36,6 +37,7 @@ import h11
 from .._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from .._errors import CallbackPortInUse, OAuthLoopbackError
 from .._receiver._receiver import open_receiver
+from . import _cimd
 
 if TYPE_CHECKING:
     from .._login._browser import BrowserOpener
@@ -489,6 +491,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long without a callback (default 300)",
     )
+    _cimd.add_parser(sub)
     return parser
 
 
@@ -514,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_demo, args.backend, backend=args.backend)
         if args.command == "login":
             return anyio.run(_login, args, backend=args.backend)
+        if args.command == "cimd":
+            return _cimd.run(args, parser)
     except OAuthLoopbackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

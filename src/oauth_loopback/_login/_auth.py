@@ -89,7 +89,9 @@ class TokenAuth(httpx2.Auth):
         )
 
     def __repr__(self) -> str:
-        return f"TokenAuth(issuer={self.issuer!r}, resource={self.resource!r}, store={self._store!r})"
+        return (
+            f"TokenAuth(issuer={self.issuer!r}, resource={self.resource!r}, store={self._store!r})"
+        )
 
     async def _token(self, refused: str | None) -> Token:
         return await self._obtain(refused=refused)

@@ -36,7 +36,9 @@ LOOPBACK_REDIRECT_URIS: Final = ("http://127.0.0.1/callback", "http://[::1]/call
 
 # draft-ietf-oauth-client-id-metadata-document §4.1: authentication methods built on a shared
 # secret cannot be used, since the document is public and no secret was ever issued.
-_SECRET_METHODS: Final = frozenset({"client_secret_post", "client_secret_basic", "client_secret_jwt"})
+_SECRET_METHODS: Final = frozenset(
+    {"client_secret_post", "client_secret_basic", "client_secret_jwt"}
+)
 
 _Report = Callable[[str, str], None]
 
@@ -93,12 +95,16 @@ def metadata_document(
         msg = f"client_id {client_id!r} cannot be a client ID metadata document URL: {problem}."
         raise ValueError(msg)
     if not redirect_path.startswith("/") or any(c in redirect_path for c in "?# "):
-        msg = f"The redirect path must be an absolute path such as /callback, not {redirect_path!r}."
+        msg = (
+            f"The redirect path must be an absolute path such as /callback, not {redirect_path!r}."
+        )
         raise ValueError(msg)
     document: dict[str, object] = {
         "client_id": client_id,
         "client_name": client_name,
-        "redirect_uris": [uri.replace("/callback", redirect_path) for uri in LOOPBACK_REDIRECT_URIS],
+        "redirect_uris": [
+            uri.replace("/callback", redirect_path) for uri in LOOPBACK_REDIRECT_URIS
+        ],
         "application_type": "native",
         "token_endpoint_auth_method": "none",
         "grant_types": ["authorization_code", "refresh_token"],
@@ -168,11 +174,11 @@ def check_metadata_document(
             'set "none"',
         )
     elif method in _SECRET_METHODS:
-        error("token_endpoint_auth_method", f"{method!r} needs a shared secret; use \"none\"")
+        error("token_endpoint_auth_method", f'{method!r} needs a shared secret; use "none"')
     elif method != "none":
         warning(
             "token_endpoint_auth_method",
-            f"{method!r}: oauth-loopback logs in as a public client (\"none\")",
+            f'{method!r}: oauth-loopback logs in as a public client ("none")',
         )
     _check_redirect_uris(document.get("redirect_uris"), redirect_path, error, warning)
     if document.get("application_type") != "native":

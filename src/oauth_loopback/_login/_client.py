@@ -190,9 +190,7 @@ class Client:
             )
         if isinstance(exc, OAuthError) and reply is None:
             # authlib refused before sending (e.g. a missing code).
-            return TokenError(
-                str(exc.error), optional_str(exc.description), grant_type=grant_type
-            )
+            return TokenError(str(exc.error), optional_str(exc.description), grant_type=grant_type)
         return _invalid_token_response(
             reply, "the reply is not an RFC 6749 token response", grant_type
         )

@@ -196,7 +196,7 @@ def _metadata_document_client(issuer: str, url: str) -> ClientRegistration:
         issuer=issuer,
         client_id=url,
         obtained="metadata_document",
-        token_endpoint_auth_method="none",
+        token_endpoint_auth_method="none",  # noqa: S106  (an RFC 7591 method name)
     )
 
 

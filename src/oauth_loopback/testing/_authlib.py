@@ -352,7 +352,7 @@ class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = _TOKEN_AUTH_METHODS
 
     @property
-    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # noqa: N802  (authlib's attribute name)
+    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # authlib's attribute name
         # Rotate refresh tokens (the default): RFC 9700 §4.14.2 asks for it for public clients.
         backend: OAuthBackend = self.server.backend
         return backend.rotate_refresh_tokens
@@ -678,9 +678,7 @@ class OAuthBackend:
 
     def revocation(self, request: HttpRequest) -> HttpResponse:
         """RFC 7009 §2: revoke a token; 200 whether or not the server knew it (§2.2)."""
-        response: HttpResponse | None = self._server.create_endpoint_response(
-            "revocation", request
-        )
+        response: HttpResponse | None = self._server.create_endpoint_response("revocation", request)
         if response is None:  # pragma: no cover  (authlib always answers this endpoint)
             return HttpResponse(500, b"", [])
         return response

@@ -29,7 +29,9 @@ logger = logging.getLogger("oauth_loopback.testing")
 #: The draft suggests limiting documents to about 5 kilobytes.
 MAX_DOCUMENT: Final = 5 * 1024
 _FETCH_TIMEOUT: Final = 5.0
-_SECRET_METHODS: Final = frozenset({"client_secret_post", "client_secret_basic", "client_secret_jwt"})
+_SECRET_METHODS: Final = frozenset(
+    {"client_secret_post", "client_secret_basic", "client_secret_jwt"}
+)
 
 
 class DocumentRefused(Exception):
@@ -119,7 +121,7 @@ def _client(url: str, document: object, exact_redirect_match: bool) -> ClientRec
         client_id=url,
         redirect_uris=tuple(uris),
         application_type=application_type if isinstance(application_type, str) else "web",
-        token_endpoint_auth_method="none",
+        token_endpoint_auth_method="none",  # noqa: S106  (an RFC 7591 method name)
         client_secret=None,
         grant_types=tuple(grants),
         client_name=name if isinstance(name, str) else None,

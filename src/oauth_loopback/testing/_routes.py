@@ -264,9 +264,7 @@ def _protected_resource(backend: OAuthBackend, request: HttpRequest) -> HttpResp
             'error_description="The access token is unknown, expired or revoked"',
             "invalid_token",
         )
-    return _json(
-        200, {"sub": backend.user.id, "client_id": token.client_id, "scope": token.scope}
-    )
+    return _json(200, {"sub": backend.user.id, "client_id": token.client_id, "scope": token.scope})
 
 
 def _unauthorized(challenge: str, error: str | None) -> HttpResponse:
