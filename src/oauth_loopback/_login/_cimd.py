@@ -67,9 +67,19 @@ def metadata_document_url_problem(url: str) -> str | None:
     return None
 
 
-def is_metadata_document_url(client_id: str) -> bool:
-    """True when ``client_id`` is an https URL usable as a client ID metadata document."""
-    return client_id.startswith("https://") and metadata_document_url_problem(client_id) is None
+def is_metadata_document_url(client_id: str, *, issuer: str | None = None) -> bool:
+    """True when ``client_id`` is an https URL usable as a client ID metadata document.
+
+    With an ``issuer`` that is itself plain http on loopback (a local test server such as
+    :mod:`oauth_loopback.testing`, the one place plain http is accepted, as for issuers and
+    endpoints), an http URL on loopback counts too, so tests can serve the document locally.
+    """
+    if client_id.startswith("https://"):
+        return metadata_document_url_problem(client_id) is None
+    if issuer is None or loopback_http_uri(issuer) is None:
+        return False
+    parts = loopback_http_uri(client_id)
+    return parts is not None and parts.path != "/" and not parts.query
 
 
 def metadata_document(

@@ -104,7 +104,7 @@ async def _choose(
             client, server, redirect_uri, issuer=issuer, app_name=app_name, scope=scope
         )
 
-    if client_id is not None and not is_metadata_document_url(client_id):
+    if client_id is not None and not is_metadata_document_url(client_id, issuer=issuer):
         if registration is not None and registration.client_id == client_id:
             step("skipped: using the given client_id")
             if client_secret is None:

@@ -196,7 +196,7 @@ def _client_for(login: StoredLogin | None, client_id: str | None) -> ClientRegis
     # not support documents (the MCP specification's order); that registration is its own.
     from ._cimd import is_metadata_document_url
 
-    if stored.obtained == "dynamic" and is_metadata_document_url(client_id):
+    if stored.obtained == "dynamic" and is_metadata_document_url(client_id, issuer=login.issuer):
         return stored
     return None
 

@@ -96,7 +96,7 @@ class ClientRecord:
     redirect_uris: tuple[str, ...]
     application_type: str
     token_endpoint_auth_method: str
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)  # authlib logs client records
     grant_types: tuple[str, ...]
     client_name: str | None
     dynamic: bool
