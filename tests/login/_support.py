@@ -55,7 +55,8 @@ def free_port() -> int:
 async def expire(store: ol.TokenStore, key: ol.LoginKey) -> ol.StoredLogin:
     """Make the stored access token expired, as it is when a CLI runs again an hour later."""
     login = await store.load(key)
-    assert login is not None and login.tokens is not None
+    assert login is not None
+    assert login.tokens is not None
     tokens = dataclasses.replace(login.tokens, expires_at=1.0)  # long past
     return await store.save(dataclasses.replace(login, tokens=tokens))
 
@@ -109,7 +110,7 @@ class DocumentHost:
 @asynccontextmanager
 async def document_host() -> AsyncIterator[DocumentHost]:
     listener = await SocketListener.from_socket(bind_loopback())
-    host = DocumentHost(listener.extra(SocketAttribute.local_port))
+    host = DocumentHost(listener.extra(SocketAttribute.local_port))  # noqa: S610  (anyio's)
     http = HttpServer(host.handle)
     async with anyio.create_task_group() as tg:
         tg.start_soon(http.accept_loop, listener, tg)

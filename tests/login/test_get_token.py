@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +34,26 @@ from tests.login._support import (
 pytestmark = pytest.mark.anyio
 
 
+def _json_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.json"))
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _damage(path: Path) -> None:
+    """Cut the file short, as a full disk or an editor might."""
+    path.write_bytes(b'{"format": "oauth-loopback/login", "version": 1, "issuer": ')
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    """The permission bits of ``directory`` (as ".") and of every file in it."""
+    modes = {".": stat.S_IMODE(directory.stat().st_mode)}
+    modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()})
+    return modes
+
+
 async def _stored(path: Path, issuer: str) -> ol.StoredLogin:
     login = await ol.FileTokenStore(path).load(ol.LoginKey(issuer))
     assert login is not None
@@ -50,7 +69,8 @@ async def test_first_call_logs_in_and_the_next_run_sends_nothing(tmp_path: Path)
         )
         assert browser.count == 1
         assert first.access_token == server.issued_tokens[-1].access_token
-        assert first.client is not None and first.client.obtained == "dynamic"
+        assert first.client is not None
+        assert first.client.obtained == "dynamic"
         requests = len(server.requests)
         again = await ol.get_token(
             server.issuer, store=ol.FileTokenStore(tmp_path), open_browser=no_browser
@@ -59,8 +79,10 @@ async def test_first_call_logs_in_and_the_next_run_sends_nothing(tmp_path: Path)
         assert again.client == first.client
         assert len(server.requests) == requests
         login = await _stored(tmp_path, server.issuer)
-        assert login.client is not None and login.client.client_id in server.clients
-        assert login.metadata is not None and login.metadata.document["issuer"] == server.issuer
+        assert login.client is not None
+        assert login.client.client_id in server.clients
+        assert login.metadata is not None
+        assert login.metadata.document["issuer"] == server.issuer
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["any-port-server", "exact-match-server"])
@@ -108,7 +130,8 @@ async def test_revoked_refresh_token_costs_exactly_one_login(
     async with AuthorizationServer(exact_redirect_match=exact) as server:
         await ol.get_token(server.issuer, store=ol.FileTokenStore(tmp_path), open_browser=Browser())
         before = await _stored(tmp_path, server.issuer)
-        assert before.client is not None and before.tokens is not None
+        assert before.client is not None
+        assert before.tokens is not None
         assert before.tokens.refresh_token is not None
         assert server.revoke_token(before.tokens.refresh_token)
         await expire(ol.FileTokenStore(tmp_path), ol.LoginKey(server.issuer))
@@ -118,7 +141,8 @@ async def test_revoked_refresh_token_costs_exactly_one_login(
         )
         assert browser.count == 1
         after = await _stored(tmp_path, server.issuer)
-        assert after.client is not None and after.tokens is not None
+        assert after.client is not None
+        assert after.tokens is not None
         assert token.access_token == after.tokens.access_token
         assert token.access_token == server.issued_tokens[-1].access_token
         assert grants(server) == ["authorization_code", "authorization_code"]
@@ -226,7 +250,8 @@ async def test_stored_tokens_of_another_client_are_not_used(tmp_path: Path) -> N
         token = await ol.get_token(server.issuer, store=store, client_id=mine, open_browser=browser)
         assert browser.count == 1
         assert token.client is not None
-        assert token.client.client_id == mine and token.client.obtained == "preregistered"
+        assert token.client.client_id == mine
+        assert token.client.obtained == "preregistered"
         assert server.issued_tokens[-1].client_id == mine
         again = await ol.get_token(
             server.issuer, store=store, client_id=mine, open_browser=no_browser
@@ -268,7 +293,8 @@ async def test_unreachable_server_during_a_refresh_raises_and_opens_no_browser(
     with pytest.raises(ol.ServerUnreachable, match="token endpoint"):
         await ol.get_token(issuer, store=ol.FileTokenStore(tmp_path), open_browser=no_browser)
     login = await _stored(tmp_path, issuer)
-    assert login.tokens is not None and login.tokens.refresh_token is not None  # kept
+    assert login.tokens is not None
+    assert login.tokens.refresh_token is not None
 
 
 async def test_a_refused_registration_that_cannot_be_replaced_is_a_clear_error(
@@ -303,15 +329,15 @@ async def test_corrupt_store_file_is_a_clear_error_and_left_alone(tmp_path: Path
     and no browser opens."""
     async with AuthorizationServer() as server:
         await ol.get_token(server.issuer, store=ol.FileTokenStore(tmp_path), open_browser=Browser())
-        (path,) = tmp_path.glob("*.json")
-        path.write_bytes(b'{"format": "oauth-loopback/login", "version": 1, "issuer": ')
+        (path,) = _json_files(tmp_path)
+        _damage(path)
         with pytest.raises(ol.TokenStoreError) as caught:
             await ol.get_token(
                 server.issuer, store=ol.FileTokenStore(tmp_path), open_browser=no_browser
             )
         assert str(path) in str(caught.value)
         assert "log in again" in str(caught.value)
-        assert path.read_bytes().endswith(b'"issuer": ')
+        assert _read(path).endswith('"issuer": ')
 
 
 async def test_store_files_are_0600_and_no_secret_reaches_a_log_line_or_repr(
@@ -329,7 +355,10 @@ async def test_store_files_are_0600_and_no_secret_reaches_a_log_line_or_repr(
         store = ol.FileTokenStore(tmp_path)
         browser = Browser()
         token = await ol.get_token(
-            server.issuer, store=store, client_id=client_id, client_secret=secret,
+            server.issuer,
+            store=store,
+            client_id=client_id,
+            client_secret=secret,
             open_browser=browser,
         )
         await expire(store, ol.LoginKey(server.issuer))
@@ -344,7 +373,9 @@ async def test_store_files_are_0600_and_no_secret_reaches_a_log_line_or_repr(
     # The embedded server's own authlib grants log what they issue (server side, in this
     # process); everything on the client side, ours and the libraries', is checked.
     client_side = [
-        r for r in caplog.records if not r.name.startswith(("authlib.oauth2.rfc", "oauth_loopback.testing"))
+        r
+        for r in caplog.records
+        if not r.name.startswith(("authlib.oauth2.rfc", "oauth_loopback.testing"))
     ]
     logged = "\n".join(r.getMessage() for r in client_side)
     assert "refreshed the access token" in logged  # the log did run
@@ -356,13 +387,12 @@ async def test_store_files_are_0600_and_no_secret_reaches_a_log_line_or_repr(
     for url in browser.opened:  # the authorization URL (its state) is never logged by us
         assert url not in ours
         assert url.split("state=")[1].split("&")[0] not in ours
-    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
-    files = list(tmp_path.iterdir())
-    assert files
-    for path in files:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    (data,) = [p for p in files if p.suffix == ".json"]
-    assert secret in data.read_text()  # kept, in the 0600 file only
+    modes = _modes(tmp_path)
+    assert modes.pop(".") == 0o700
+    assert modes
+    assert set(modes.values()) == {0o600}, modes
+    (data,) = _json_files(tmp_path)
+    assert secret in _read(data)  # kept, in the 0600 file only
 
 
 async def test_a_valid_stored_token_needs_neither_authlib_nor_httpx2(tmp_path: Path) -> None:
@@ -381,12 +411,13 @@ async def test_a_valid_stored_token_needs_neither_authlib_nor_httpx2(tmp_path: P
         "heavy = [m for m in ('authlib', 'httpx2') if m in sys.modules]\n"
         "print(token.access_token, heavy)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+    result = await anyio.run_process(
+        [sys.executable, "-c", code],
+        check=False,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["stored-token", "[]"]
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == ["stored-token", "[]"]
 
 
 async def test_store_argument_is_checked() -> None:
@@ -407,7 +438,8 @@ async def test_authorize_reuses_token_client_on_a_new_port(exact: bool) -> None:
     async with AuthorizationServer(exact_redirect_match=exact) as server:
         first = await ol.authorize(server.issuer, open_browser=Browser())
         assert first.client is not None
-        assert first.client.redirect_uris and first.client.issuer == server.issuer
+        assert first.client.redirect_uris
+        assert first.client.issuer == server.issuer
         second = await ol.authorize(server.issuer, client=first.client, open_browser=Browser())
         assert second.client is not None
         assert (second.client.client_id != first.client.client_id) is exact
@@ -443,7 +475,7 @@ async def test_a_stored_login_for_another_resource_is_another_login(tmp_path: Pa
             server.issuer, store=store, resource="https://a.example", open_browser=no_browser
         )
         assert again.access_token == a.access_token
-        assert {json.loads(p.read_text())["resource"] for p in tmp_path.glob("*.json")} == {
+        assert {json.loads(_read(p))["resource"] for p in _json_files(tmp_path)} == {
             "https://a.example",
             "https://b.example",
         }
@@ -456,5 +488,6 @@ def test_refresh_errors_say_refresh() -> None:
     error = ol.TokenError("invalid_grant", "spent", status_code=400, grant_type="refresh_token")
     assert "refused the refresh token" in str(error)
     again = pickle.loads(pickle.dumps(error))  # noqa: S301  (our own object)
-    assert again.grant_type == "refresh_token" and str(again) == str(error)
+    assert again.grant_type == "refresh_token"
+    assert str(again) == str(error)
     assert dataclasses.is_dataclass(ol.StoredTokens)
