@@ -27,6 +27,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+import anyio
+
 from .._store._protocol import TokenStore
 from .._store._records import ClientRegistration, LoginKey, StoredLogin, StoredTokens
 from ._token import Token
@@ -55,7 +57,7 @@ async def get_token(
     resource: str | None = None,
     config: CallbackConfig | None = None,
     open_browser: BrowserOpener | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool = False,
     show_url: ShowURL | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
@@ -117,7 +119,7 @@ async def obtain(
     resource: str | None,
     config: CallbackConfig | None,
     open_browser: BrowserOpener | None,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool,
     show_url: ShowURL | None,
     transport: httpx2.AsyncBaseTransport | None,
@@ -264,7 +266,7 @@ async def _refresh_or_login(
     scope: str | None,
     config: CallbackConfig | None,
     open_browser: BrowserOpener | None,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool,
     show_url: ShowURL | None,
     transport: httpx2.AsyncBaseTransport | None,
@@ -297,14 +299,23 @@ async def _refresh_or_login(
         and _covers(None if tokens is None else tokens.scope, scope)
     ):
         try:
-            token = await refresh(
-                issuer,
-                client,
-                refresh_token,
-                server=server,
-                resource=resource,
-                transport=transport,
-            )
+            # Shielded, with the save below: once the server has rotated the refresh token
+            # (RFC 9700 §4.14.2), the new one is the only one left, and a cancellation that
+            # lost it would log the user out. The HTTP timeout bounds the wait.
+            with anyio.CancelScope(shield=True):
+                token = await refresh(
+                    issuer,
+                    client,
+                    refresh_token,
+                    server=server,
+                    resource=resource,
+                    transport=transport,
+                )
+                saved = await store.save(
+                    dataclasses.replace(
+                        base, client=client, tokens=_stored_tokens(token, scope, tokens)
+                    )
+                )
         except TokenError as exc:
             if not is_refusal(exc):
                 raise
@@ -318,11 +329,6 @@ async def _refresh_or_login(
             # cancelled login must not leave a dead refresh token to be tried again.
             base = await store.save(dataclasses.replace(base, tokens=None, client=client))
         else:
-            saved = await store.save(
-                dataclasses.replace(
-                    base, client=client, tokens=_stored_tokens(token, scope, tokens)
-                )
-            )
             assert saved.tokens is not None  # noqa: S101  (just saved)
             return token_from_stored(saved.tokens, saved.client)
     token = await authorize(
@@ -340,9 +346,12 @@ async def _refresh_or_login(
         transport=transport,
         metadata=server.document,
     )
-    saved = await store.save(
-        dataclasses.replace(base, client=token.client, tokens=_stored_tokens(token, scope, None))
-    )
+    with anyio.CancelScope(shield=True):  # the user just signed in: do not lose it now
+        saved = await store.save(
+            dataclasses.replace(
+                base, client=token.client, tokens=_stored_tokens(token, scope, None)
+            )
+        )
     assert saved.tokens is not None  # noqa: S101  (just saved)
     logger.info("logged in to %s and saved the login", issuer)
     return token_from_stored(saved.tokens, saved.client)
