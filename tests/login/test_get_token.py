@@ -491,3 +491,18 @@ def test_refresh_errors_say_refresh() -> None:
     assert again.grant_type == "refresh_token"
     assert str(again) == str(error)
     assert dataclasses.is_dataclass(ol.StoredTokens)
+
+
+async def test_import_oauth_loopback_loads_no_store_or_login_dependency() -> None:
+    """`import oauth_loopback` loads none of authlib, httpx2, filelock, platformdirs, keyring;
+    naming a store loads no login dependency either."""
+    code = (
+        "import sys, oauth_loopback as ol\n"
+        "heavy = ('authlib', 'httpx2', 'filelock', 'platformdirs', 'keyring')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "ol.MemoryTokenStore, ol.FileTokenStore, ol.StoredLogin, ol.get_token\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    result = await anyio.run_process([sys.executable, "-c", code], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split("\n")[:2] == ["[]", "[]"]

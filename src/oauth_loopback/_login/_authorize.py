@@ -107,7 +107,7 @@ async def authorize(
         (RFC 8252 §7.3: servers must accept any loopback port): the authorization endpoint
         is asked before the browser opens, and if it refuses, a new client is registered,
         once. ``token.client`` of the result says which registration the login used. Must
-        belong to ``issuer``.
+        belong to ``issuer``; ignored when ``client_id`` names another client.
     :param scope: space-separated scopes to ask for.
     :param resource: the RFC 8707 resource indicator (MCP: the server URL), sent in the
         authorization and token requests.
