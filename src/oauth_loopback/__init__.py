@@ -39,6 +39,7 @@ from ._errors import (
     ResourceDiscoveryError,
     ServerUnreachable,
     TokenError,
+    TokenStoreError,
     UnsafeBrowserURL,
     UnsupportedServer,
 )
@@ -46,8 +47,21 @@ from ._receiver._receiver import CallbackReceiver, PendingCallback, open_receive
 from ._receiver._registry import AuthorizationResponse
 
 if TYPE_CHECKING:
+    from ._login._auth import TokenAuth
     from ._login._authorize import authorize
+    from ._login._get_token import get_token
     from ._login._token import Token
+    from ._store import (
+        CachedMetadata,
+        ClientRegistration,
+        FileTokenStore,
+        KeyringTokenStore,
+        LoginKey,
+        MemoryTokenStore,
+        StoredLogin,
+        StoredTokens,
+        TokenStore,
+    )
 
 __version__ = "0.1.0"
 
@@ -56,6 +70,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "Token": "._login._token",
     "authorize": "._login._authorize",
+    # Staying logged in. The stores need no authlib; get_token loads it only to refresh or
+    # log in; TokenAuth is an httpx2.Auth and so loads httpx2.
+    "get_token": "._login._get_token",
+    "TokenAuth": "._login._auth",
+    "CachedMetadata": "._store",
+    "ClientRegistration": "._store",
+    "FileTokenStore": "._store",
+    "KeyringTokenStore": "._store",
+    "LoginKey": "._store",
+    "MemoryTokenStore": "._store",
+    "StoredLogin": "._store",
+    "StoredTokens": "._store",
+    "TokenStore": "._store",
 }
 
 __all__ = [
@@ -92,6 +119,22 @@ __all__ = [
     # Loaded lazily (see _LAZY):
     "Token",
     "authorize",
+]
+__all__ += [
+    "ClientRejected",
+    "TokenStoreError",
+    # Loaded lazily (see _LAZY):
+    "CachedMetadata",
+    "ClientRegistration",
+    "FileTokenStore",
+    "KeyringTokenStore",
+    "LoginKey",
+    "MemoryTokenStore",
+    "StoredLogin",
+    "StoredTokens",
+    "TokenAuth",
+    "TokenStore",
+    "get_token",
 ]
 
 

@@ -293,28 +293,42 @@ class TokenError(AuthorizationError):
         iss: str | None = None,
         state: str | None = None,
         params: Mapping[str, str] = MappingProxyType({}),
+        grant_type: str = "authorization_code",
     ) -> None:
         super().__init__(error, description, uri, iss=iss, state=state, params=params)
         self.status_code = status_code
+        #: The grant the token request used: ``authorization_code`` or ``refresh_token``.
+        self.grant_type = grant_type
         detail = f": {description}" if description else ""
         status = f" (HTTP {status_code})" if status_code is not None else ""
-        self.args = (
-            f"The token endpoint refused the authorization code with error={error!r}{detail}"
-            f"{status}. Start the login again; if it keeps failing, check the client_id, "
-            f"client_secret and redirect URI registered with the server.",
-        )
+        if grant_type == "refresh_token":
+            self.args = (
+                f"The token endpoint refused the refresh token with error={error!r}{detail}"
+                f"{status}. Log in again (get_token() does so by itself when it may open a "
+                f"browser).",
+            )
+        else:
+            self.args = (
+                f"The token endpoint refused the authorization code with error={error!r}"
+                f"{detail}{status}. Start the login again; if it keeps failing, check the "
+                f"client_id, client_secret and redirect URI registered with the server.",
+            )
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_token_error,
-            (self.error, self.description, self.uri, self.status_code),
+            (self.error, self.description, self.uri, self.status_code, self.grant_type),
         )
 
 
 def _rebuild_token_error(
-    error: str, description: str | None, uri: str | None, status_code: int | None
+    error: str,
+    description: str | None,
+    uri: str | None,
+    status_code: int | None,
+    grant_type: str = "authorization_code",
 ) -> TokenError:
-    return TokenError(error, description, uri, status_code=status_code)
+    return TokenError(error, description, uri, status_code=status_code, grant_type=grant_type)
 
 
 class UnsafeBrowserURL(OAuthLoopbackError, ValueError):
@@ -504,56 +518,69 @@ def _rebuild_par_error(
 __all__ += ["PushedAuthorizationError"]
 
 
-class ClientRejected(OAuthLoopbackError):
-    """The server refused the sign-in request before the user could act on it.
+# --- staying logged in (get_token, TokenAuth) ------------------------------------------------
+#
+#   OAuthLoopbackError
+#   └── RegistrationError
+#       └── ClientRejected           the server refused a client it should know (RFC 6749
+#                                    §4.1.2.1) and it cannot be replaced by registering again
 
-    Found by asking for the authorization URL once before the browser opens: an unknown or
-    stale ``client_id``, or a redirect URI the server does not accept for it. ``error`` and
-    ``description`` are set when the server redirected with an RFC 6749 §4.1.2.1 error.
+
+class ClientRejected(RegistrationError):
+    """The authorization server refused this client at its authorization endpoint.
+
+    RFC 6749 §4.1.2.1: an unknown ``client_id``, or a redirect URI that is not registered for
+    it, is answered with an error page and never redirected back, so the login could only
+    time out. oauth-loopback asks the endpoint first, before the browser opens, when it reuses
+    a registration for a redirect URI the registration does not list. A dynamically registered
+    client is then registered again (once); this error is raised when that is not possible: a
+    pre-registered client, a client ID metadata document, or a server without a registration
+    endpoint. ``client_id`` and ``redirect_uri`` say which pair was refused.
     """
 
     def __init__(
         self,
-        client_id: str,
-        endpoint: str,
+        message: str,
         *,
-        status_code: int | None = None,
+        client_id: str,
+        redirect_uri: str,
         error: str | None = None,
         description: str | None = None,
+        status_code: int | None = None,
     ) -> None:
+        super().__init__(message, error=error, description=description, status_code=status_code)
         self.client_id = client_id
-        self.endpoint = endpoint
-        self.status_code = status_code
-        self.error = error
-        self.description = description
-        if error is not None:
-            said = f"redirected with error={error!r}" + (f": {description}" if description else "")
-        else:
-            said = f"answered HTTP {status_code} (an error page)"
-        super().__init__(
-            f"The authorization server refused the sign-in request for client {client_id!r} "
-            f"before the browser opened: {endpoint} {said}. The client ID may be unknown to the "
-            f"server, or registered with another redirect URI. Register the client again (or "
-            f"let oauth-loopback register one: pass no client_id), or pass the client_id the "
-            f"server knows."
-        )
+        self.redirect_uri = redirect_uri
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_client_rejected,
-            (self.client_id, self.endpoint, self.status_code, self.error, self.description),
+            (
+                str(self),
+                self.client_id,
+                self.redirect_uri,
+                self.error,
+                self.description,
+                self.status_code,
+            ),
         )
 
 
 def _rebuild_client_rejected(
+    message: str,
     client_id: str,
-    endpoint: str,
-    status_code: int | None,
+    redirect_uri: str,
     error: str | None,
     description: str | None,
+    status_code: int | None,
 ) -> ClientRejected:
     return ClientRejected(
-        client_id, endpoint, status_code=status_code, error=error, description=description
+        message,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        error=error,
+        description=description,
+        status_code=status_code,
     )
 
 

@@ -11,6 +11,7 @@ Only this package prints (``doctor``, ``demo``, ``login``: one module per comman
 * ``login ISSUER [...]``: a real login through the user's browser (or, with ``--no-browser``,
   by pasting the address the browser was redirected to); the token goes to stdout as JSON
   (``--json``) or to a file written atomically with mode 0600 (``--output``).
+* ``cimd write|check``: the app's client ID metadata document (:mod:`._cimd`).
 
 The login commands import authlib lazily, so ``oauth-loopback --help`` stays fast.
 """
@@ -28,6 +29,7 @@ if sys.version_info < (3, 11):
 import anyio
 
 from .._config import LEGACY_CALLBACK_PORT
+from . import _cimd
 from ._demo import demo
 from ._doctor import BACKENDS, doctor, version
 from ._login import login
@@ -168,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long without a callback (default 300)",
     )
+    _cimd.add_parser(sub)
     return parser
 
 
@@ -192,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(demo, args.backend, backend=args.backend)
         if args.command == "login":
             return anyio.run(login, args, backend=args.backend)
+        if args.command == "cimd":
+            return _cimd.run(args, parser)
     except KeyboardInterrupt:
         failure = KeyboardInterrupt()
     except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C

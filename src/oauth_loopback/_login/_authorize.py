@@ -7,7 +7,9 @@ that justifies it:
 1. bind the receiver (RFC 8252 §7.3: an ephemeral loopback port; §8.3: ``127.0.0.1``);
 2. discover the server's metadata (RFC 8414 §3.1, path-aware, then OpenID Connect
    Discovery), and insist its ``issuer`` is the one asked for (RFC 8414 §3.3);
-3. register a client with the *live* redirect URI when no ``client_id`` is given (RFC 7591);
+3. pick the client (``_clients``: pre-registered, a client ID metadata document, a registration
+   from an earlier login the server still accepts, else RFC 7591 registration with the *live*
+   redirect URI);
 4. build the authorization URL with PKCE S256 (RFC 7636 §4.2) through authlib, guarded
    against authlib dropping PKCE silently, plus ``resource`` (RFC 8707 §2);
 5. open the browser (refusing crafted URLs) and wait for the callback, checking ``iss`` when
@@ -34,13 +36,14 @@ from .._errors import (
     UnsupportedServer,
 )
 from .._receiver._receiver import open_receiver
+from .._store._records import ClientRegistration
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
+from ._clients import choose_client
 from ._dpop import DPoPKey, server_supports_dpop
 from ._idtoken import validate_id_token_fetching_jwks
 from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
-from ._registration import register
 from ._token import Token
 
 __all__ = ["ShowURL", "StepCallback", "authorize"]
@@ -74,6 +77,7 @@ async def authorize(
     *,
     client_id: str | None = None,
     client_secret: str | None = None,
+    client: ClientRegistration | None = None,
     scope: str | None = None,
     resource: str | None = None,
     config: CallbackConfig | None = None,
@@ -99,9 +103,18 @@ async def authorize(
     exchanges the code.
 
     :param issuer: the authorization server's issuer URL, exactly as its metadata states it.
-    :param client_id: a pre-registered client; None registers one (RFC 7591) with the live
-        redirect URI, as a public native client named ``config.app_name``.
+    :param client_id: a pre-registered client, or an https URL to the app's client ID
+        metadata document (used when the server advertises
+        ``client_id_metadata_document_supported``; otherwise the app registers, the MCP
+        specification's order). None registers a public native client named
+        ``config.app_name`` (RFC 7591) with the live redirect URI, unless ``client`` is given.
     :param client_secret: only for a pre-registered confidential client.
+    :param client: the registration of an earlier login (``token.client``) to use again. A
+        dynamic registration that does not list this run's redirect URI is tried first
+        (RFC 8252 §7.3: servers must accept any loopback port): the authorization endpoint
+        is asked before the browser opens, and if it refuses, a new client is registered,
+        once. ``token.client`` of the result says which registration the login used. Must
+        belong to ``issuer``; ignored when ``client_id`` names another client.
     :param scope: space-separated scopes to ask for.
     :param resource: the RFC 8707 resource indicator (MCP: the server URL), sent in the
         authorization and token requests.
@@ -148,6 +161,8 @@ async def authorize(
     :raises UnsupportedServer: the issuer is not https, or the server offers no safe login
         (no S256 PKCE, no code flow, no registration endpoint without ``client_id``).
     :raises RegistrationError: dynamic registration was refused.
+    :raises ClientRejected: the server refused the client before the browser opened (an
+        unknown or stale ``client_id``), and it cannot be replaced by registering again.
     :raises UnsafeBrowserURL: the authorization endpoint is not https (nor loopback http).
     :raises BrowserUnavailable: no browser opened and the URL was shown nowhere.
     :raises AuthorizationDenied: the user (or policy) said no.
@@ -160,6 +175,7 @@ async def authorize(
     """
     issuer = check_issuer(issuer)
     _check_arguments(client_id, client_secret, resource, timeout)
+    registration_given = _check_client(client, issuer)
     metadata_given = None if metadata is None else given_metadata(metadata, issuer)
     if config is None:
         config = CallbackConfig()
@@ -172,19 +188,22 @@ async def authorize(
         step(on_step, "bind", f"receiver listening on {redirect_uri}")
         async with Client(
             issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
-        ) as client:
-            server = metadata_given or await discover(client, issuer)
+        ) as oauth:
+            server = metadata_given or await discover(oauth, issuer)
             check_server(server)
             step(on_step, "discovery", f"metadata from {server.url}")
-            await _set_client(
-                client,
+            registration, vouched = await choose_client(
+                oauth,
                 server,
                 redirect_uri,
-                config.app_name,
-                client_id,
-                client_secret,
-                scope,
-                on_step,
+                issuer=issuer,
+                app_name=config.app_name,
+                client_id=client_id,
+                client_secret=client_secret,
+                registration=registration_given,
+                scope=scope,
+                resource=resource,
+                on_step=on_step,
             )
             # RFC 9207 §2.4: when the server promises iss, a response without it (or with
             # another) is refused by the receiver as a possible mix-up attack.
@@ -194,7 +213,7 @@ async def authorize(
             nonce = generate_token(32) if "openid" in (scope or "").split() else None
             use_dpop = server_supports_dpop(server.document) if dpop is None else dpop
             dpop_key = DPoPKey.generate() if use_dpop else None
-            url = client.authorization_url(
+            url = oauth.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
@@ -205,13 +224,15 @@ async def authorize(
             check_pkce(url, code_verifier)
             if _use_par(server, par):
                 assert server.par_endpoint is not None  # noqa: S101  (_use_par checked it)
-                url = await client.push_authorization(server.par_endpoint, url)
+                url = await oauth.push_authorization(server.par_endpoint, url)
                 check_browser_url(url)
             else:
                 check_browser_url(url)
-                # Fail in seconds, not at the timeout, when the server will not send the user
-                # back (a stale client_id); PAR already checked the client when pushing.
-                await client.preflight(url, redirect_uri, client.client_id)
+                if not vouched:
+                    # Fail in seconds, not at the timeout, when the server will not send the
+                    # user back (a stale client_id). Not needed for a client the server just
+                    # registered or was asked about; with PAR the push checked the client.
+                    await oauth.preflight(url, redirect_uri, oauth.client_id)
             first_prompt = await _send_user(
                 url, server, redirect_uri, open_browser, paste, show_url, on_step
             )
@@ -225,7 +246,7 @@ async def authorize(
             check_present_iss(response.iss, issuer)
             checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
             step(on_step, "callback", f"authorization code received{checked}")
-            token = await client.exchange(
+            token = await oauth.exchange(
                 server.token_endpoint,
                 code=response.code,
                 code_verifier=code_verifier,
@@ -233,7 +254,8 @@ async def authorize(
                 resource=resource,
                 dpop_key=dpop_key,
             )
-            await _check_id_token(client, server, issuer, token, nonce)
+            token.client = registration
+            await _check_id_token(oauth, server, issuer, token, nonce)
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
 
@@ -325,26 +347,23 @@ def _check_arguments(
         raise ValueError(msg)
 
 
-async def _set_client(
-    client: Client,
-    server: Metadata,
-    redirect_uri: str,
-    app_name: str,
-    client_id: str | None,
-    client_secret: str | None,
-    scope: str | None,
-    on_step: StepCallback | None,
-) -> None:
-    """Use the given client, or register one for the live redirect URI (RFC 7591)."""
-    if client_id is None:
-        client_id, client_secret, auth_method = await register(
-            client, server, redirect_uri, app_name=app_name, scope=scope
+def _check_client(client: object, issuer: str) -> ClientRegistration | None:
+    """``client=`` is an earlier login's registration at this very issuer, never another's."""
+    if client is None:
+        return None
+    if not isinstance(client, ClientRegistration):
+        msg = (
+            f"client= takes the ClientRegistration of an earlier login (token.client), not "
+            f"{type(client).__name__}; pass a client ID as client_id= instead."
         )
-        step(on_step, "registration", f"registered a native public client for {redirect_uri}")
-    else:
-        auth_method = None
-        step(on_step, "registration", "skipped: using the given client_id")
-    client.set_client(client_id, client_secret, auth_method)
+        raise TypeError(msg)
+    if client.issuer != issuer:
+        msg = (
+            f"client= was registered at {client.issuer!r}, not at {issuer!r}: a registration "
+            f"is never used with another issuer. Pass the registration of {issuer!r}, or none."
+        )
+        raise ValueError(msg)
+    return client
 
 
 async def _send_user(

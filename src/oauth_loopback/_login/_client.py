@@ -48,7 +48,7 @@ class Client:
         self,
         *,
         issuer: str,
-        redirect_uri: str,
+        redirect_uri: str | None,
         scope: str | None,
         transport: httpx2.AsyncBaseTransport | None,
     ) -> None:
@@ -209,22 +209,36 @@ class Client:
             return
         assert isinstance(reply, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
         endpoint = authorization_url.partition("?")[0]
+        error: str | None = None
+        description: str | None = None
         if reply.is_redirect:
             location = reply.headers.get("location", "")
             if location.partition("?")[0] == redirect_uri:
                 return  # an authorization response at once (auto-approve, denial): the browser gets it too
             params = dict(parse_qsl(urlsplit(location).query))
-            if "error" in params:
-                raise ClientRejected(
-                    client_id,
-                    endpoint,
-                    status_code=reply.status_code,
-                    error=params["error"],
-                    description=params.get("error_description"),
-                )
+            if "error" not in params:
+                return  # on to a sign-in page
+            error, description = params["error"], params.get("error_description")
+            said = f"redirected with error={error!r}" + (f": {description}" if description else "")
+        elif reply.status_code >= 400:
+            said = f"answered HTTP {reply.status_code} (an error page)"
+        else:
             return
-        if reply.status_code >= 400:
-            raise ClientRejected(client_id, endpoint, status_code=reply.status_code)
+        msg = (
+            f"The authorization server refused the sign-in request for client {client_id!r} "
+            f"before the browser opened: {endpoint} {said}. The client ID may be unknown to "
+            f"the server, or registered with another redirect URI. Register the client again "
+            f"(or let oauth-loopback register one: pass no client_id), or pass the client_id "
+            f"the server knows."
+        )
+        raise ClientRejected(
+            msg,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            error=error,
+            description=description,
+            status_code=reply.status_code,
+        )
 
     def _keep_token_reply(self, response: httpx2.Response) -> httpx2.Response:
         # authlib keeps only error and error_description of an error reply, and discards
@@ -250,6 +264,27 @@ class Client:
         # redirect_uri: identical to the authorization request's (RFC 6749 §4.1.3).
         return await self.token_request(
             token_endpoint, grant_type="authorization_code", form=form, dpop_key=dpop_key
+        )
+
+    async def refresh(
+        self,
+        token_endpoint: str,
+        *,
+        refresh_token: str,
+        resource: str | None,
+        dpop_key: DPoPKey | None = None,
+    ) -> Token:
+        """RFC 6749 §6: a new access token for a refresh token.
+
+        No ``scope`` is sent (§6: omitted means the scope originally granted) and no redirect
+        URI (the refresh grant has none, so a changed loopback port never matters here). A
+        DPoP-bound refresh token needs a proof with its key (RFC 9449 §5).
+        """
+        form = {"refresh_token": refresh_token}
+        if resource is not None:
+            form["resource"] = resource  # RFC 8707 §2.2
+        return await self.token_request(
+            token_endpoint, grant_type="refresh_token", form=form, dpop_key=dpop_key
         )
 
     async def token_request(
@@ -278,10 +313,11 @@ class Client:
                     token_endpoint, grant_type=grant_type, headers=headers, **form
                 )
             except httpx2.TransportError as exc:
+                again = "try again" if grant_type == "refresh_token" else "log in again"
                 msg = (
                     f"Could not reach the token endpoint {token_endpoint} "
                     f"({type(exc).__name__}: {exc}). Check the network (and proxy settings), "
-                    f"then log in again."
+                    f"then {again}."
                 )
                 raise ServerUnreachable(msg) from exc
             except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
@@ -297,18 +333,18 @@ class Client:
                     if nonce is not None:
                         self.dpop_nonce, retried = nonce, True
                         continue
-                raise self._token_error(exc) from exc
+                raise self._token_error(exc, grant_type) from exc
             break
         reply = self._token_reply
         if reply is not None and dpop_key is not None:
             self.dpop_nonce = dpop_nonce(reply.headers) or self.dpop_nonce
         document = json_object(reply) if reply is not None else None
         if document is None:  # pragma: no cover  (authlib raised above)
-            raise _invalid_token_response(reply, "the reply is not a JSON object")
+            raise _invalid_token_response(reply, "the reply is not a JSON object", grant_type)
         try:
             token = Token(document)
         except ValueError as exc:
-            raise _invalid_token_response(reply, str(exc)) from exc
+            raise _invalid_token_response(reply, str(exc), grant_type) from exc
         if dpop_key is not None:
             if token.token_type.lower() != "dpop":
                 raise _invalid_token_response(
@@ -316,11 +352,12 @@ class Client:
                     f"a DPoP proof was sent but the server issued a {token.token_type!r} token, "
                     f"which is not bound to the key (RFC 9449 §5); pass dpop=False to accept "
                     f"bearer tokens from this server",
+                    grant_type,
                 )
             token.dpop_key = dpop_key
         return token
 
-    def _token_error(self, exc: Exception) -> TokenError:
+    def _token_error(self, exc: Exception, grant_type: str) -> TokenError:
         reply = self._token_reply
         document = json_object(reply) if reply is not None else None
         status = reply.status_code if reply is not None else None
@@ -330,20 +367,25 @@ class Client:
                 optional_str(document.get("error_description")),
                 optional_str(document.get("error_uri")),
                 status_code=status,
+                grant_type=grant_type,
             )
         if isinstance(exc, OAuthError) and reply is None:
             # authlib refused before sending (e.g. a missing code).
-            return TokenError(str(exc.error), optional_str(exc.description))
-        return _invalid_token_response(reply, "the reply is not an RFC 6749 token response")
+            return TokenError(str(exc.error), optional_str(exc.description), grant_type=grant_type)
+        return _invalid_token_response(
+            reply, "the reply is not an RFC 6749 token response", grant_type
+        )
 
 
 def optional_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _invalid_token_response(reply: httpx2.Response | None, why: str) -> TokenError:
+def _invalid_token_response(
+    reply: httpx2.Response | None, why: str, grant_type: str = "authorization_code"
+) -> TokenError:
     status = reply.status_code if reply is not None else None
-    return TokenError("invalid_token_response", why, status_code=status)
+    return TokenError("invalid_token_response", why, status_code=status, grant_type=grant_type)
 
 
 def check_pkce(url: str, code_verifier: str) -> None:

@@ -106,6 +106,11 @@ class Metadata:
             _endpoint(document, "pushed_authorization_request_endpoint", url) if par else None
         )
         self.require_par = document.get("require_pushed_authorization_requests") is True
+        # MCP authorization spec: the server fetches client ID metadata documents (an https
+        # client_id), so nothing needs registering.
+        self.supports_metadata_documents = (
+            document.get("client_id_metadata_document_supported") is True
+        )
         self.code_challenge_methods = _string_list(document, "code_challenge_methods_supported")
         self.response_types = _string_list(document, "response_types_supported")
 

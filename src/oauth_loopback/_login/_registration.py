@@ -11,6 +11,7 @@ from .._errors import (
     ServerUnreachable,
     UnsupportedServer,
 )
+from .._store._records import ClientRegistration
 from ._client import Client, json_object, optional_str
 from ._metadata import Metadata
 
@@ -22,12 +23,13 @@ async def register(
     metadata: Metadata,
     redirect_uri: str,
     *,
+    issuer: str,
     app_name: str,
     scope: str | None,
-) -> tuple[str, str | None, str | None]:
+) -> ClientRegistration:
     """RFC 7591 §3.1: register this app with the redirect URI it is really listening on.
 
-    Returns (client_id, client_secret or None, token_endpoint_auth_method or None).
+    Returns the registration as the server answered it (RFC 7591 §3.2.1), for ``issuer``.
     """
     endpoint = metadata.registration_endpoint
     if endpoint is None:
@@ -65,10 +67,19 @@ async def register(
         error = optional_str(document.get("error")) if document else None
         description = optional_str(document.get("error_description")) if document else None
         said = f" error={error!r}" + (f": {description}" if description else "") if error else ""
+        if response.status_code == 429:
+            # Servers limit registrations (the TypeScript MCP SDK's: 20 an hour per address);
+            # a client that registers on every login locks its user out.
+            fix = (
+                "The server limits how often clients may register: wait before trying again "
+                "(Retry-After), and keep the registration between runs (get_token(store=...), "
+                "or authorize(client=token.client)) so that logins stop registering anew"
+            )
+        else:
+            fix = "Register the app with the server yourself and pass its client_id= (CLI: --client-id)"
         msg = (
             f"Dynamic client registration at {endpoint} failed with HTTP "
-            f"{response.status_code}{said} (RFC 7591 §3.2.2). Register the app with the "
-            f"server yourself and pass its client_id= (CLI: --client-id)."
+            f"{response.status_code}{said} (RFC 7591 §3.2.2). {fix}."
         )
         raise RegistrationError(
             msg, error=error, description=description, status_code=response.status_code
@@ -87,8 +98,12 @@ async def register(
             f"(port= / --port) and pass client_id=."
         )
         raise RegistrationError(msg, status_code=response.status_code)
-    return (
-        client_id,
-        optional_str(document.get("client_secret")),
-        optional_str(document.get("token_endpoint_auth_method")),
-    )
+    if not isinstance(registered, list):
+        # RFC 7591 §3.2.1 says the reply holds every registered field; a server that leaves
+        # the URIs out registered the ones we sent.
+        document = {**document, "redirect_uris": [redirect_uri]}
+    try:
+        return ClientRegistration.from_registration_response(document, issuer=issuer)
+    except ValueError as exc:
+        msg = f"The registration response from {endpoint} cannot be used: {exc}"
+        raise RegistrationError(msg, status_code=response.status_code) from exc

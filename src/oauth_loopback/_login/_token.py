@@ -13,6 +13,7 @@ SHOWN_TOKEN_FIELDS: Final = frozenset({"token_type", "expires_in", "scope"})
 
 
 if TYPE_CHECKING:
+    from .._store._records import ClientRegistration
     from ._dpop import DPoPKey
 
 
@@ -23,11 +24,21 @@ class Token(Mapping[str, object]):
     and ``scope`` only; every other value (access and refresh tokens, ID tokens) is redacted,
     because reprs end up in logs and tracebacks. ``dict(token)`` gives the raw fields, e.g.
     to store them.
+
+    ``client`` is the client registration the login used (``None`` when the token was built
+    by hand): pass it back as ``authorize(client=token.client)`` to log in again without
+    registering again. Its ``repr()`` redacts the client secret.
     """
 
-    __slots__ = ("_data", "dpop_key", "id_token_claims", "received_at")
+    __slots__ = ("_data", "client", "dpop_key", "id_token_claims", "received_at")
 
-    def __init__(self, data: Mapping[str, object], *, received_at: float | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, object],
+        *,
+        received_at: float | None = None,
+        client: ClientRegistration | None = None,
+    ) -> None:
         access_token = data.get("access_token")
         token_type = data.get("token_type")
         if not isinstance(access_token, str) or not access_token:
@@ -45,6 +56,8 @@ class Token(Mapping[str, object]):
         #: The DPoP key the token is bound to (RFC 9449), or None for a bearer token. Keep it
         #: with the token (``key.private_jwk()``, a secret): without it the token is useless.
         self.dpop_key: DPoPKey | None = None
+        #: The client registration this token was issued to (see the class docstring).
+        self.client = client
 
     def __getitem__(self, key: str) -> object:
         return self._data[key]

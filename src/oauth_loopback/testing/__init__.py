@@ -11,12 +11,14 @@ trio) by the same anyio + h11 plumbing as the callback receiver::
         ...  # point your client at server.issuer; PKCE S256 is required
         final_url = await follow_redirects(authorization_url)  # a headless "browser"
 
-It speaks the authorization code grant with PKCE (S256 only, required), refresh tokens,
-RFC 8414 metadata (path-aware), RFC 7591 dynamic registration, RFC 9207 ``iss``, and matches
-loopback redirect URIs on any port (RFC 8252 §7.3). Switches make it misbehave on purpose:
-``deny``, ``wrong_iss``, ``token_error``, ``exact_redirect_match``. The protocol work is done by
-authlib's server-side components (see ``_testing_authlib``). It is a test double: one fixed
-user, everything in memory, loopback only.
+It speaks the authorization code grant with PKCE (S256 only, required), refresh tokens (rotated,
+optionally with reuse detection), RFC 8414 metadata (path-aware), RFC 7591 dynamic registration,
+client ID metadata documents, RFC 7009 revocation, RFC 9207 ``iss``, a bearer-protected resource
+(RFC 6750), and matches loopback redirect URIs on any port (RFC 8252 §7.3). Switches make it
+misbehave on purpose: ``deny``, ``wrong_iss``, ``token_error``, ``exact_redirect_match``,
+``registration_limit``, short ``token_lifetime``. The protocol work is done by authlib's
+server-side components (see ``_authlib``). It is a test double: one fixed user, everything in
+memory, loopback only.
 """
 
 from __future__ import annotations
@@ -87,13 +89,16 @@ class RegisteredClient:
     grant_types: tuple[str, ...]
     client_name: str | None
     dynamic: bool
+    #: Looked up from a client ID metadata document (``client_id`` is its URL).
+    metadata_document: bool = False
 
     def __repr__(self) -> str:
         secret = "<redacted>" if self.client_secret else None
         return (
             f"RegisteredClient(client_id={self.client_id!r}, redirect_uris={self.redirect_uris!r},"
             f" token_endpoint_auth_method={self.token_endpoint_auth_method!r},"
-            f" client_secret={secret}, dynamic={self.dynamic})"
+            f" client_secret={secret}, dynamic={self.dynamic},"
+            f" metadata_document={self.metadata_document})"
         )
 
 
@@ -111,13 +116,21 @@ class IssuedToken:
     grant_type: str
     #: RFC 8707 ``resource`` values of the authorization request.
     resource: tuple[str, ...]
-    #: Revoked by refresh-token rotation, or because its code was used twice.
+    #: Its refresh token no longer works: spent by rotation, revoked (RFC 7009, or with its
+    #: family on reuse), or its code was used twice.
     revoked: bool
+    #: Its refresh token was spent by rotation (the new one is in a later ``IssuedToken``).
+    rotated: bool = False
+    #: The access token still works at :attr:`AuthorizationServer.resource_url`.
+    access_token_valid: bool = True
+    #: Shared by every token descended from one authorization code (RFC 9700 §4.14.2).
+    family: str = ""
 
     def __repr__(self) -> str:
         return (
             f"IssuedToken(access_token=<redacted>, client_id={self.client_id!r}, "
-            f"grant_type={self.grant_type!r}, scope={self.scope!r}, revoked={self.revoked})"
+            f"grant_type={self.grant_type!r}, scope={self.scope!r}, revoked={self.revoked}, "
+            f"rotated={self.rotated})"
         )
 
 
@@ -141,6 +154,19 @@ class AuthorizationServer:
     :param deny: answer every valid request with ``error=access_denied``.
     :param wrong_iss: send a wrong ``iss`` (for mix-up tests, RFC 9207 §2.4).
     :param token_error: make the token endpoint answer this RFC 6749 §5.2 error.
+    :param rotate_refresh_tokens: ``True`` (default): every refresh returns a new refresh token
+        and spends the old one (RFC 9700 §4.14.2). ``False``: the refresh token stays valid and
+        none is returned (RFC 6749 §6).
+    :param detect_refresh_token_reuse: a spent refresh token presented again revokes its whole
+        family (every token descended from the same code), as RFC 9700 §4.14.2 recommends;
+        counted in :attr:`refresh_token_reuses`. Off by default: the spent token is only refused.
+    :param registration_limit: answer dynamic registration with HTTP 429 once this many clients
+        registered (like the TypeScript MCP SDK's server: 20 an hour).
+    :param client_id_metadata_documents: advertise ``client_id_metadata_document_supported``
+        and look up a ``client_id`` that is a URL by fetching its document. The draft requires
+        https; this test server also fetches ``http`` on a loopback address, so tests can serve
+        documents without a certificate (never plain http elsewhere).
+    :param revocation: serve RFC 7009 revocation at ``revocation_endpoint`` (default on).
     """
 
     def __init__(
@@ -158,6 +184,11 @@ class AuthorizationServer:
         token_error: str | None = None,
         par: bool = False,
         require_par: bool = False,
+        rotate_refresh_tokens: bool = True,
+        detect_refresh_token_reuse: bool = False,
+        registration_limit: int | None = None,
+        client_id_metadata_documents: bool = False,
+        revocation: bool = True,
     ) -> None:
         if token_error is not None and token_error not in TOKEN_ERRORS:
             msg = (
@@ -170,6 +201,22 @@ class AuthorizationServer:
             raise TypeError(msg)
         if token_lifetime <= 0:
             msg = f"token_lifetime must be a positive number of seconds, not {token_lifetime}."
+            raise ValueError(msg)
+        if registration_limit is not None and (
+            isinstance(registration_limit, bool)
+            or not isinstance(registration_limit, int)
+            or registration_limit < 0
+        ):
+            msg = (
+                f"registration_limit must be a whole number of registrations (or None), not "
+                f"{registration_limit!r}."
+            )
+            raise ValueError(msg)
+        if detect_refresh_token_reuse and not rotate_refresh_tokens:
+            msg = (
+                "detect_refresh_token_reuse=True needs rotate_refresh_tokens=True: without "
+                "rotation a refresh token is never spent, so it cannot be reused."
+            )
             raise ValueError(msg)
         if isinstance(scopes_supported, str):
             msg = "scopes_supported takes a list of scopes, e.g. ['read', 'write'], not a string."
@@ -187,6 +234,11 @@ class AuthorizationServer:
         # RFC 9126: advertise a pushed authorization request endpoint; require_par implies it.
         self._par = par or require_par
         self._require_par = require_par
+        self._rotate_refresh_tokens = rotate_refresh_tokens
+        self._detect_refresh_token_reuse = detect_refresh_token_reuse
+        self._registration_limit = registration_limit
+        self._client_id_metadata_documents = client_id_metadata_documents
+        self._revocation = revocation
         self._backend: OAuthBackend | None = None
         self._port: int | None = None
         self._metadata: Mapping[str, Any] = MappingProxyType({})
@@ -239,6 +291,9 @@ class AuthorizationServer:
                 if self._issue_iss
                 else None,
                 registration=self._registration,
+                rotate_refresh_tokens=self._rotate_refresh_tokens,
+                detect_refresh_token_reuse=self._detect_refresh_token_reuse,
+                revocation=self._revocation,
             )
             self._metadata = MappingProxyType(self._build_metadata())
             self._backend.metadata = self._metadata
@@ -255,6 +310,10 @@ class AuthorizationServer:
                 token_error=self._token_error,
                 par=self._par,
                 require_par=self._require_par,
+                registration_limit=self._registration_limit,
+                client_id_metadata_documents=self._client_id_metadata_documents,
+                revocation=self._revocation,
+                exact_redirect_match=self._exact_redirect_match,
             ),
             self._backend,
             self._port,
@@ -309,6 +368,47 @@ class AuthorizationServer:
         return f"{self.issuer}/register" if self._registration else None
 
     @property
+    def revocation_endpoint(self) -> str | None:
+        """RFC 7009 §2; ``None`` when the server was created with ``revocation=False``."""
+        return f"{self.issuer}/revoke" if self._revocation else None
+
+    @property
+    def resource_url(self) -> str:
+        """A protected resource (RFC 6750): ``GET`` it with ``Authorization: Bearer <token>``.
+
+        200 and ``{"sub", "client_id", "scope"}`` for a valid access token; 401 with
+        ``WWW-Authenticate: Bearer error="invalid_token"`` for one that is unknown, expired or
+        revoked (§3.1), so clients' renew-on-401 paths can be tested.
+        """
+        return f"{self.issuer}/resource"
+
+    @property
+    def refresh_token_reuses(self) -> int:
+        """How often a spent refresh token was presented again (``detect_refresh_token_reuse``
+        revokes the family each time; without it the token is only refused)."""
+        return self._require_backend().refresh_token_reuses
+
+    @property
+    def metadata_document_fetches(self) -> list[str]:
+        """The client ID metadata document URLs fetched so far, oldest first."""
+        return [] if self._routes is None else list(self._routes.document_fetches)
+
+    @property
+    def registrations_refused(self) -> int:
+        """Registration requests answered 429 because of ``registration_limit``."""
+        return 0 if self._routes is None else self._routes.registrations_refused
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke an access or refresh token this server issued, as RFC 7009 would.
+
+        A refresh token takes its whole family with it (every token descended from the same
+        authorization code, RFC 7009 §2.1); an access token only itself. Returns False for a
+        token the server never issued. The next refresh with it gets ``invalid_grant``, the
+        next request to :attr:`resource_url` with the access token 401.
+        """
+        return self._require_backend().revoke_value(token)
+
+    @property
     def clients(self) -> Mapping[str, RegisteredClient]:
         """Every registered client by ``client_id`` (a snapshot)."""
         backend = self._require_backend()
@@ -328,7 +428,10 @@ class AuthorizationServer:
                 client_id=t.client_id,
                 grant_type=t.grant_type,
                 resource=t.resource,
-                revoked=t.revoked,
+                revoked=t.revoked or t.rotated,
+                rotated=t.rotated,
+                access_token_valid=t.access_token_valid(),
+                family=t.family,
             )
             for t in backend.tokens
         ]
@@ -424,6 +527,12 @@ class AuthorizationServer:
         }
         if self._registration:
             metadata["registration_endpoint"] = self.registration_endpoint
+        if self._revocation:
+            metadata["revocation_endpoint"] = self.revocation_endpoint  # RFC 8414 §2
+            metadata["revocation_endpoint_auth_methods_supported"] = list(_AUTH_METHODS)
+        if self._client_id_metadata_documents:
+            # The MCP authorization specification's metadata field for the draft.
+            metadata["client_id_metadata_document_supported"] = True
         if self._scopes_supported is not None:
             metadata["scopes_supported"] = list(self._scopes_supported)
         if self._issue_iss:
@@ -462,4 +571,5 @@ def _public_client(record: ClientRecord) -> RegisteredClient:
         grant_types=record.grant_types,
         client_name=record.client_name,
         dynamic=record.dynamic,
+        metadata_document=record.metadata_document,
     )

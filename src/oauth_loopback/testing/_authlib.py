@@ -11,7 +11,8 @@ typed functions; ``testing.py`` never sees an authlib object. What comes from au
 - ``rfc7591.ClientRegistrationEndpoint`` with its client-metadata validation, plus the OpenID
   registration claims for ``application_type``;
 - ``rfc8414.AuthorizationServerMetadata`` (+ ``rfc9207``) to validate the metadata we serve;
-- ``rfc9207.IssuerParameter`` to add ``iss`` to authorization responses.
+- ``rfc9207.IssuerParameter`` to add ``iss`` to authorization responses;
+- ``rfc7009.RevocationEndpoint`` for token revocation.
 
 What is hand-written: the adapter below (the part authlib's Flask/Django integrations provide),
 the in-memory store, the RFC 8252 §7.3 redirect-URI comparison, and the consent page and
@@ -30,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from authlib.common.security import generate_token
-from authlib.oauth2 import rfc7591, rfc8414, rfc9207
+from authlib.oauth2 import rfc7009, rfc7591, rfc8414, rfc9207
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     InvalidRequestError,
@@ -95,11 +96,13 @@ class ClientRecord:
     redirect_uris: tuple[str, ...]
     application_type: str
     token_endpoint_auth_method: str
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)  # authlib logs client records
     grant_types: tuple[str, ...]
     client_name: str | None
     dynamic: bool
     exact_redirect_match: bool
+    #: Fetched from a client ID metadata document (its client_id is the document's URL).
+    metadata_document: bool = False
 
     # --- authlib ClientMixin ---
     def get_client_id(self) -> str:
@@ -148,7 +151,14 @@ class TokenRecord:
     grant_type: str
     resource: tuple[str, ...]
     issued_at: float
+    #: Every token descended from one authorization code shares it (RFC 9700 §4.14.2).
+    family: str = ""
+    #: Revoked: RFC 7009, the family revoked on reuse, or its code used twice.
     revoked: bool = False
+    #: Its refresh token was spent: rotated into a new one (RFC 9700 §4.14.2).
+    rotated: bool = False
+    #: Only the access token was revoked (RFC 7009 with an access token).
+    access_revoked: bool = False
 
     def check_client(self, client: ClientRecord) -> bool:
         return self.client_id == client.client_id
@@ -160,10 +170,14 @@ class TokenRecord:
         return self.expires_in
 
     def is_revoked(self) -> bool:
-        return self.revoked
+        return self.revoked or self.rotated
 
     def is_expired(self) -> bool:
         return time.time() > self.issued_at + self.expires_in
+
+    def access_token_valid(self) -> bool:
+        """What a resource server would say of the access token (RFC 6750 §3.1)."""
+        return not (self.revoked or self.access_revoked or self.is_expired())
 
 
 @dataclass(frozen=True)
@@ -310,9 +324,9 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         used = backend.used_codes.get(code)
         if used is not None:
             # RFC 6749 §4.1.2: a code used twice is refused, and the tokens it produced
-            # SHOULD be revoked.
+            # SHOULD be revoked (with those refreshed from them).
             for token in used.tokens:
-                token.revoked = True
+                backend.revoke_family(token.family)
             return None
         record = backend.codes.get(code)
         if record is None or record.client_id != client.client_id:
@@ -336,17 +350,27 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
 class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = _TOKEN_AUTH_METHODS
-    # Rotate refresh tokens: RFC 9700 §4.14.2 asks for it for public clients.
-    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    @property
+    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # authlib's attribute name
+        # Rotate refresh tokens (the default): RFC 9700 §4.14.2 asks for it for public clients.
+        backend: OAuthBackend = self.server.backend
+        return backend.rotate_refresh_tokens
 
     def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
         backend: OAuthBackend = self.server.backend
-        for token in backend.tokens:
-            if token.refresh_token is not None and secrets.compare_digest(
-                token.refresh_token, refresh_token
-            ):
-                return None if token.revoked else token
-        return None
+        token = backend.find_refresh_token(refresh_token)
+        if token is None or token.revoked:
+            return None
+        if token.rotated:
+            if backend.detect_refresh_token_reuse:
+                # RFC 9700 §4.14.2: a spent refresh token presented again means two parties
+                # hold it; the server cannot tell which is legitimate, so the whole family
+                # is revoked and both must log in again.
+                backend.refresh_token_reuses += 1
+                backend.revoke_family(token.family)
+            return None
+        return token
 
     def authenticate_user(self, refresh_token: TokenRecord) -> _User:
         self.request.resource = refresh_token.resource
@@ -354,7 +378,35 @@ class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return backend.user
 
     def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
-        refresh_token.revoked = True
+        backend: OAuthBackend = self.server.backend
+        if backend.rotate_refresh_tokens:
+            refresh_token.rotated = True
+
+
+class _RevocationEndpoint(rfc7009.RevocationEndpoint):  # type: ignore[misc]
+    # Public clients authenticate with their client_id alone (RFC 7009 §2.1 defers to §2.3 of
+    # RFC 6749), confidential ones with their secret.
+    CLIENT_AUTH_METHODS = _TOKEN_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        backend: OAuthBackend = self.server.backend
+        if token_type_hint != "refresh_token":  # noqa: S105  (a hint name, not a secret)
+            found = backend.find_access_token(token_string)
+            if found is not None:
+                return found
+        return backend.find_refresh_token(token_string)
+
+    def revoke_token(self, token: TokenRecord, request: Any) -> None:
+        backend: OAuthBackend = self.server.backend
+        backend.revoke(token, refresh=_is_refresh_token(token, request.form.get("token")))
+
+
+def _is_refresh_token(record: TokenRecord, presented: str | None) -> bool:
+    return (
+        presented is not None
+        and record.refresh_token is not None
+        and secrets.compare_digest(record.refresh_token, presented)
+    )
 
 
 class _IssuerParameter(rfc9207.IssuerParameter):  # type: ignore[misc]
@@ -442,6 +494,8 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
         return self.backend.clients.get(client_id)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
+        parent = request.refresh_token if request.payload.grant_type == "refresh_token" else None
+        family = parent.family if isinstance(parent, TokenRecord) else secrets.token_hex(8)
         record = TokenRecord(
             access_token=token["access_token"],
             refresh_token=token.get("refresh_token"),
@@ -452,6 +506,7 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
             grant_type=request.payload.grant_type,
             resource=tuple(getattr(request, "resource", ())),
             issued_at=time.time(),
+            family=family,
         )
         self.backend.tokens.append(record)
         code_record = getattr(request, "code_record", None)
@@ -503,11 +558,18 @@ class OAuthBackend:
         exact_redirect_match: bool,
         iss_value: str | None,
         registration: bool,
+        rotate_refresh_tokens: bool = True,
+        detect_refresh_token_reuse: bool = False,
+        revocation: bool = True,
     ) -> None:
         self.origin = origin
         self.issuer = issuer
         self.scopes_supported = scopes_supported
         self.exact_redirect_match = exact_redirect_match
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.detect_refresh_token_reuse = detect_refresh_token_reuse
+        #: How often a spent refresh token was presented again (each revoked its family).
+        self.refresh_token_reuses = 0
         self.metadata: Mapping[str, Any] = {}
         self.clients: dict[str, ClientRecord] = {}
         self.codes: dict[str, _CodeRecord] = {}
@@ -531,10 +593,51 @@ class OAuthBackend:
                     claims_classes=[rfc7591.ClientMetadataClaims, OidcClientMetadataClaims]
                 )
             )
+        if revocation:
+            server.register_endpoint(_RevocationEndpoint)
         self._server = server
 
     def add_client(self, client: ClientRecord) -> None:
         self.clients[client.client_id] = client
+
+    def find_refresh_token(self, value: str) -> TokenRecord | None:
+        for token in self.tokens:
+            if token.refresh_token is not None and secrets.compare_digest(
+                token.refresh_token, value
+            ):
+                return token
+        return None
+
+    def find_access_token(self, value: str) -> TokenRecord | None:
+        for token in self.tokens:
+            if secrets.compare_digest(token.access_token, value):
+                return token
+        return None
+
+    def revoke_family(self, family: str) -> None:
+        for token in self.tokens:
+            if token.family == family:
+                token.revoked = True
+
+    def revoke(self, token: TokenRecord, *, refresh: bool) -> None:
+        """RFC 7009 §2.1: revoking a refresh token also invalidates the access tokens of the
+        same grant (here: its whole family); revoking an access token, that token only."""
+        if refresh:
+            self.revoke_family(token.family)
+        else:
+            token.access_revoked = True
+
+    def revoke_value(self, value: str) -> bool:
+        """Revoke the access or refresh token ``value``; False if the server never issued it."""
+        found = self.find_refresh_token(value)
+        if found is not None:
+            self.revoke(found, refresh=True)
+            return True
+        found = self.find_access_token(value)
+        if found is not None:
+            self.revoke(found, refresh=False)
+            return True
+        return False
 
     def authorize(self, request: HttpRequest) -> AuthorizeOutcome:
         """Validate an authorization request (RFC 6749 §4.1.1) without deciding it."""
@@ -583,6 +686,13 @@ class OAuthBackend:
         except OAuth2Error:
             return None
         return client
+
+    def revocation(self, request: HttpRequest) -> HttpResponse:
+        """RFC 7009 §2: revoke a token; 200 whether or not the server knew it (§2.2)."""
+        response: HttpResponse | None = self._server.create_endpoint_response("revocation", request)
+        if response is None:  # pragma: no cover  (authlib always answers this endpoint)
+            return HttpResponse(500, b"", [])
+        return response
 
     def register(self, request: HttpRequest) -> HttpResponse:
         response: HttpResponse | None = self._server.create_endpoint_response(

@@ -4,14 +4,16 @@ The h11 plumbing is the receiver's own (``oauth_loopback._receiver._http``: the 
 table and its cap, the per-connection guard, reads, response bytes); what is here is generic: a
 synchronous handler maps one :class:`HttpRequest` to one :class:`HttpResponse`. Unlike the
 callback receiver it reads request bodies (token and registration requests are POSTs) and keeps
-connections alive, because httpx and browsers reuse them. No threads; the handler never blocks.
+connections alive, because httpx and browsers reuse them. No threads. The handler is async (it
+may fetch a client ID metadata document) and runs outside the read deadline, which bounds only
+how long the peer may take to send its request.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -88,7 +90,7 @@ class HttpResponse:
         self.headers.append(("Location", value))
 
 
-Handler = Callable[[HttpRequest], HttpResponse]
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class _TooLarge(Exception):
@@ -168,6 +170,7 @@ class HttpServer:
     ) -> tuple[str, HttpResponse] | None:
         """The next request's method and its response; None when the connection is done."""
         status = 408  # what the peer gets if the deadline passes mid-request
+        request: HttpRequest | None = None
         with anyio.move_on_after(self._read_timeout):
             try:
                 request = await self._read_request(conn, stream, slot)
@@ -182,7 +185,10 @@ class HttpServer:
             else:
                 if request is None:
                     return None
-                return request.method, self._handler(request)
+        if request is not None:
+            # Outside the read deadline: the handler's own work (a metadata document fetch)
+            # is bounded by its own timeouts.
+            return request.method, await self._handler(request)
         if conn.our_state is not h11.IDLE and conn.our_state is not h11.SEND_RESPONSE:
             return None
         if conn.their_state is h11.IDLE and status == 408:

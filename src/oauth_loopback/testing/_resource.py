@@ -137,7 +137,7 @@ class ProtectedResource:
 
     # --- request handling (synchronous) ----------------------------------------------------
 
-    def _handle(self, request: HttpRequest) -> HttpResponse:
+    async def _handle(self, request: HttpRequest) -> HttpResponse:
         response = self._answer(request)
         self.requests.append((request.method, request.path, response.status))
         return response

@@ -1,7 +1,9 @@
-"""The embedded authorization server's routes: metadata, authorize + consent, token, register.
+"""The embedded authorization server's routes: metadata, authorize + consent, token, register,
+revoke, and a protected resource.
 
-Synchronous (nothing here blocks): the HTTP layer (``_http``) hands each parsed request to
-:meth:`Routes.handle`; the OAuth protocol work is authlib's (``_authlib``). The switches that
+The HTTP layer (``_http``) hands each parsed request to :meth:`Routes.handle`, which is async
+only because a client ID metadata document may have to be fetched (``_documents``); everything
+else answers at once. The OAuth protocol work is authlib's (``_authlib``). The switches that
 make the server misbehave on purpose arrive as one frozen :class:`Switches`.
 """
 
@@ -21,6 +23,7 @@ from ._authlib import (
     OAuthBackend,
     token_error_response,
 )
+from ._documents import DocumentRefused, fetch_client, is_document_url
 from ._http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -60,6 +63,14 @@ class Switches:
     par: bool = False
     require_par: bool = False
 
+    #: Registrations answered before every further one gets 429 (None: no limit).
+    registration_limit: int | None = None
+    #: Look clients up by fetching the client ID metadata document their client_id names.
+    client_id_metadata_documents: bool = False
+    #: Serve the RFC 7009 revocation endpoint.
+    revocation: bool = True
+    exact_redirect_match: bool = False
+
 
 class Routes:
     """Answers one request at a time for one running server."""
@@ -73,10 +84,14 @@ class Routes:
         self._metadata = metadata
         #: (method, path) of every request, in order, for assertions in tests.
         self.requests: list[tuple[str, str]] = []
+        #: The client ID metadata document URLs fetched, in order.
+        self.document_fetches: list[str] = []
+        #: Registration requests refused with 429 by ``registration_limit``.
+        self.registrations_refused = 0
         self._tickets: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._pushed = PushedRequests()
 
-    def handle(self, request: HttpRequest) -> HttpResponse:
+    async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
         self.requests.append((request.method, path))
         backend = self._backend
@@ -91,6 +106,10 @@ class Routes:
             return _json(200, dict(self._metadata))
         if path == f"{prefix}/authorize":
             if request.method == "GET":
+                refused = await self._look_up_document(_values(request.query, "client_id"))
+                if refused is not None:
+                    # RFC 6749 §4.1.2.1: an unusable client is never redirected back.
+                    return _page(400, "Authorization request refused: invalid_client", refused)
                 return self._authorize(backend, request)
             if request.method == "POST":
                 return self._consent_decision(backend, request)
@@ -104,6 +123,9 @@ class Routes:
                     "This test server was started with token_error= and answers every token "
                     "request with it.",
                 )
+            refused = await self._look_up_document(_form_values(request, "client_id"), known=True)
+            if refused is not None:
+                return token_error_response("invalid_client", refused)
             return backend.token(request)
         if self._switches.par and path == f"{prefix}/par":
             if request.method != "POST":
@@ -112,7 +134,19 @@ class Routes:
         if self._switches.registration and path == f"{prefix}/register":
             if request.method != "POST":
                 return _not_allowed("POST")
+            limit = self._switches.registration_limit
+            if limit is not None and sum(c.dynamic for c in backend.clients.values()) >= limit:
+                self.registrations_refused += 1
+                return _too_many_registrations(limit)
             return backend.register(request)
+        if self._switches.revocation and path == f"{prefix}/revoke":
+            if request.method != "POST":
+                return _not_allowed("POST")
+            return backend.revocation(request)
+        if path == f"{prefix}/resource":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed("GET")
+            return _protected_resource(backend, request)
         return _page(404, "Not found", "There is nothing at this path on the test server.")
 
     def _push(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
@@ -163,6 +197,30 @@ class Routes:
             )
         request_uri = self._pushed.push(client.client_id, params)
         return _json(201, {"request_uri": request_uri, "expires_in": PAR_LIFETIME})
+
+    async def _look_up_document(self, client_ids: list[str], *, known: bool = False) -> str | None:
+        """Fetch the client ID metadata document a URL client_id names; why not, or None.
+
+        At the authorization endpoint the document is fetched every time (so a test sees each
+        lookup); at the token endpoint (``known``) only for a client not seen before.
+        """
+        if not self._switches.client_id_metadata_documents or len(client_ids) != 1:
+            return None
+        client_id = client_ids[0]
+        if not is_document_url(client_id):
+            return None
+        if known and client_id in self._backend.clients:
+            return None
+        self.document_fetches.append(client_id)
+        try:
+            record = await fetch_client(
+                client_id, exact_redirect_match=self._switches.exact_redirect_match
+            )
+        except DocumentRefused as exc:
+            self._backend.clients.pop(client_id, None)
+            return str(exc)
+        self._backend.add_client(record)
+        return None
 
     def _authorize(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
         if self._switches.par and "request_uri=" in request.query:
@@ -237,6 +295,53 @@ class Routes:
         if response.status == 302:
             response.status = 303  # RFC 9110 §15.4.4: after a POST, GET the redirect target
         return response
+
+
+def _values(query: str, name: str) -> list[str]:
+    return [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+
+
+def _form_values(request: HttpRequest, name: str) -> list[str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return []
+    return _values(request.body.decode("utf-8", "replace"), name)
+
+
+def _too_many_registrations(limit: int) -> HttpResponse:
+    # Like the TypeScript MCP SDK's server (20 registrations an hour per address).
+    response = _json(
+        429,
+        {
+            "error": "too_many_requests",
+            "error_description": f"This test server accepts {limit} client registrations "
+            f"(registration_limit={limit}); reuse a registration instead of registering again.",
+        },
+    )
+    response.headers.append(("Retry-After", "3600"))
+    return response
+
+
+def _protected_resource(backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
+    """A resource server's answer to a bearer token (RFC 6750 §2.1, §3.1)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        # §3.1: a request without credentials gets a challenge and no error code.
+        return _unauthorized('Bearer realm="oauth-loopback test server"', None)
+    token = backend.find_access_token(value.strip())
+    if token is None or not token.access_token_valid():
+        return _unauthorized(
+            'Bearer realm="oauth-loopback test server", error="invalid_token", '
+            'error_description="The access token is unknown, expired or revoked"',
+            "invalid_token",
+        )
+    return _json(200, {"sub": backend.user.id, "client_id": token.client_id, "scope": token.scope})
+
+
+def _unauthorized(challenge: str, error: str | None) -> HttpResponse:
+    response = _json(401, {} if error is None else {"error": error})
+    response.headers.append(("WWW-Authenticate", challenge))
+    return response
 
 
 def _json(status: int, body: Mapping[str, Any]) -> HttpResponse:
