@@ -585,3 +585,31 @@ def _rebuild_client_rejected(
 
 
 __all__ += ["ClientRejected"]
+
+
+class InsufficientScope(OAuthLoopbackError):
+    """A resource kept answering 403 ``insufficient_scope`` after the step-up logins
+    (RFC 6750 §3.1, the MCP specification's step-up, capped)."""
+
+    def __init__(self, *, asked: str | None, granted: str | None, challenged: str | None) -> None:
+        self.asked = asked
+        self.granted = granted
+        self.challenged = challenged
+        super().__init__(
+            f"The resource still refuses the token for lack of scope after signing in again: "
+            f"it asks for {challenged!r}; the login asked for {asked!r} and was granted "
+            f"{granted!r}. The server may not grant those scopes to this user or client: "
+            f"check with its operator, or ask for the scopes up front (scope=)."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_insufficient_scope, (self.asked, self.granted, self.challenged))
+
+
+def _rebuild_insufficient_scope(
+    asked: str | None, granted: str | None, challenged: str | None
+) -> InsufficientScope:
+    return InsufficientScope(asked=asked, granted=granted, challenged=challenged)
+
+
+__all__ += ["InsufficientScope"]

@@ -580,3 +580,45 @@ async def test_authorize_binds_the_token_to_a_dpop_key(oidc_peers: PeerPool, non
     assert as_bearer.status_code == 401
     assert with_proof.status_code == 200, with_proof.text
     assert with_proof.json()["sub"] == "test-user"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("nonce", [False, True], ids=["no-nonce", "nonce-required"])
+async def test_get_token_keeps_the_dpop_key_refreshes_with_it_and_token_auth_signs(
+    oidc_peers: PeerPool, nonce: bool
+) -> None:
+    """A DPoP login is stored with its key; an expired token refreshes with a proof (no browser);
+    TokenAuth sends each request with a proof, the resource server's nonce handled."""
+    import dataclasses
+
+    peer = oidc_peers(dpopRequireNonce=nonce)
+    store = ol.MemoryTokenStore()
+    async with HeadlessBrowser() as browser:
+        first = await ol.get_token(peer.issuer, store=store, scope="openid", open_browser=browser)
+        assert first.token_type == "DPoP"
+        assert first.dpop_key is not None
+        key = ol.LoginKey(peer.issuer)
+        login = await store.load(key)
+        assert login is not None
+        assert login.dpop_key is not None
+        assert "d" in login.dpop_key  # the private key, kept with the tokens
+        assert login.tokens is not None
+        # Expire the access token: the next call must refresh, with a proof of the same key.
+        expired = dataclasses.replace(login.tokens, expires_at=0.0)
+        await store.save(dataclasses.replace(login, tokens=expired))
+
+        def no_browser(url: str) -> bool:
+            raise AssertionError("a refresh must not open the browser")
+
+        refreshed = await ol.get_token(
+            peer.issuer, store=store, scope="openid", open_browser=no_browser
+        )
+        assert refreshed.access_token != first.access_token
+        assert refreshed.dpop_key is not None
+        assert refreshed.dpop_key.jkt == first.dpop_key.jkt
+        userinfo = (await _metadata(peer))["userinfo_endpoint"]
+        auth = ol.TokenAuth(peer.issuer, store=store, scope="openid", open_browser=no_browser)
+        async with httpx2.AsyncClient(auth=auth, trust_env=False) as http:
+            reply = await http.get(userinfo)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["sub"] == "test-user"

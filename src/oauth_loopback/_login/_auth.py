@@ -1,10 +1,19 @@
-"""TokenAuth: an ``httpx2.Auth`` that sends a stored bearer token and keeps it fresh.
+"""TokenAuth: an ``httpx2.Auth`` that sends a stored token, keeps it fresh, and steps up.
 
-Each request gets ``Authorization: Bearer <token>`` (RFC 6750 §2.1) from :func:`get_token`: the
-stored token while it is valid, else a refreshed one, else a login. When the resource server
-still answers 401 (RFC 6750 §3.1: the token expired early or was revoked), the refused token is
-set aside and the request is sent once more with a new one: refreshed if the refresh token
-still works, and only if it does not, from a new login. A second 401 is returned to the caller.
+Each request gets the token from :func:`get_token`: the stored one while it is valid, else a
+refreshed one, else a login. Then, as the resource server answers:
+
+- ``Authorization: Bearer <token>`` (RFC 6750 §2.1), or for a DPoP-bound token
+  ``Authorization: DPoP <token>`` with a fresh proof per request (RFC 9449 §7: ``htm``,
+  ``htu``, ``ath``, and the resource server's nonce once it has given one);
+- 401 ``use_dpop_nonce`` (RFC 9449 §9): signed again with the server's nonce, once;
+- 401 otherwise (RFC 6750 §3.1: expired early, revoked): the refused token is set aside and
+  the request sent once more with a new one (refreshed if possible, else a login);
+- 403 ``insufficient_scope`` (RFC 6750 §3.1, the MCP specification's step-up): a login for the
+  union of the scopes asked so far and the challenged ones, at most :data:`MAX_STEP_UPS`
+  times per ``TokenAuth``, then :class:`InsufficientScope` naming both.
+
+Anything else, and a second refusal, is returned to the caller as it came.
 """
 
 from __future__ import annotations
@@ -12,13 +21,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncGenerator, Generator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 
-from .._errors import OAuthLoopbackError
+from .._errors import InsufficientScope, OAuthLoopbackError
 from ._get_token import obtain
+from ._resource import bearer_challenge, merge_scopes
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -27,9 +38,13 @@ if TYPE_CHECKING:
     from ._authorize import ShowURL
     from ._browser import BrowserOpener
 
-__all__ = ["TokenAuth"]
+__all__ = ["MAX_STEP_UPS", "TokenAuth"]
 
 logger = logging.getLogger("oauth_loopback.oauth")
+
+#: Step-up logins one TokenAuth makes on 403 insufficient_scope before giving up: a server
+#: that keeps asking for more after the user granted it is not going to be satisfied.
+MAX_STEP_UPS: Final = 2
 
 
 class TokenAuth(httpx2.Auth):
@@ -71,13 +86,16 @@ class TokenAuth(httpx2.Auth):
         self.issuer = issuer
         self.resource = resource
         self._store = store
+        self.scope = scope
+        self._step_ups = 0
+        # The latest DPoP nonce of each resource server (RFC 9449 §9), by origin.
+        self._nonces: dict[str, str] = {}
         self._obtain = functools.partial(
             obtain,
             issuer,
             store=store,
             client_id=client_id,
             client_secret=client_secret,
-            scope=scope,
             resource=resource,
             config=config,
             open_browser=open_browser,
@@ -94,33 +112,94 @@ class TokenAuth(httpx2.Auth):
         )
 
     async def _token(self, refused: str | None) -> Token:
-        return await self._obtain(refused=refused)
+        return await self._obtain(refused=refused, scope=self.scope)
 
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         await request.aread()
         token = await self._token(None)
-        _authorize(request, token)
-        response = yield request
-        if response.status_code != 401:
-            return
-        logger.info("the resource server refused the access token (HTTP 401); renewing it")
-        token = await self._token(token.access_token)
-        _authorize(request, token)
-        yield request
+        renewed = False
+        for _attempt in range(2 + MAX_STEP_UPS):  # bounded: each retry has its own reason
+            response = yield self._sign(request, token)
+            if self._nonce_retry(request, response):
+                response = yield self._sign(request, token)
+            renew = self._next_step(response, token, renewed=renewed)
+            if renew is None:
+                return
+            renewed = renewed or bool(renew)
+            token = await self._token(renew or None)
 
     def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response]:
         request.read()
         token = self._run(None)
-        _authorize(request, token)
-        response = yield request
-        if response.status_code != 401:
-            return
-        logger.info("the resource server refused the access token (HTTP 401); renewing it")
-        token = self._run(token.access_token)
-        _authorize(request, token)
-        yield request
+        renewed = False
+        for _attempt in range(2 + MAX_STEP_UPS):
+            response = yield self._sign(request, token)
+            if self._nonce_retry(request, response):
+                response = yield self._sign(request, token)
+            renew = self._next_step(response, token, renewed=renewed)
+            if renew is None:
+                return
+            renewed = renewed or bool(renew)
+            token = self._run(renew or None)
+
+    def _sign(self, request: httpx2.Request, token: Token) -> httpx2.Request:
+        if token.dpop_key is not None:
+            # RFC 9449 §7.1: the DPoP scheme, and a proof bound to this request and token.
+            nonce = self._nonces.get(_origin(request.url))
+            request.headers["Authorization"] = f"DPoP {token.access_token}"
+            request.headers["DPoP"] = token.dpop_key.proof(
+                request.method, str(request.url), access_token=token.access_token, nonce=nonce
+            )
+            return request
+        if token.token_type.lower() != "bearer":
+            msg = (
+                f"The server issued a {token.token_type!r} token without the key it is bound "
+                f"to, so it cannot be sent (RFC 6750, RFC 9449). Log in again."
+            )
+            raise OAuthLoopbackError(msg)
+        request.headers["Authorization"] = f"Bearer {token.access_token}"  # RFC 6750 §2.1
+        return request
+
+    def _nonce_retry(self, request: httpx2.Request, response: httpx2.Response) -> bool:
+        """Keep the resource server's DPoP nonce; True when the request asks to be re-signed."""
+        from ._dpop import dpop_nonce, is_use_dpop_nonce
+
+        if "DPoP" not in request.headers:
+            return False
+        origin = _origin(request.url)
+        nonce = dpop_nonce(response.headers)
+        previous = self._nonces.get(origin)
+        if nonce is not None:
+            self._nonces[origin] = nonce
+        return (
+            nonce is not None
+            and nonce != previous
+            and is_use_dpop_nonce(response.status_code, response.headers)
+        )
+
+    def _next_step(self, response: httpx2.Response, token: Token, *, renewed: bool) -> str | None:
+        """What the answer asks for: None (done), the refused token, or "" (step up)."""
+        if response.status_code == 401:
+            if renewed:
+                return None  # a second 401, with a new token: the caller's to handle
+            logger.info("the resource server refused the access token (HTTP 401); renewing it")
+            return token.access_token
+        if response.status_code != 403:
+            return None
+        challenge = bearer_challenge(response.headers)
+        if challenge is None or not challenge.insufficient_scope:
+            return None
+        wanted = merge_scopes(self.scope, challenge.scope)
+        if self._step_ups >= MAX_STEP_UPS or wanted == self.scope:
+            raise InsufficientScope(
+                asked=self.scope, granted=token.scope, challenged=challenge.scope
+            )
+        self._step_ups += 1
+        logger.info("the resource server asks for more scope (403 insufficient_scope); stepping up")
+        self.scope = wanted
+        return ""
 
     def _run(self, refused: str | None) -> Token:
         try:
@@ -137,13 +216,6 @@ class TokenAuth(httpx2.Auth):
         return anyio.run(functools.partial(self._token, refused))
 
 
-def _authorize(request: httpx2.Request, token: Token) -> None:
-    # RFC 6750 §2.1. Only bearer tokens: a DPoP-bound token (RFC 9449) needs a proof per
-    # request, which this class does not make.
-    if token.token_type.lower() != "bearer":
-        msg = (
-            f"The server issued a {token.token_type!r} token, and TokenAuth sends bearer tokens "
-            f"only (RFC 6750). Use get_token() and authenticate the requests yourself."
-        )
-        raise OAuthLoopbackError(msg)
-    request.headers["Authorization"] = f"Bearer {token.access_token}"
+def _origin(url: httpx2.URL) -> str:
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}"

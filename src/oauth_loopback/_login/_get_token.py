@@ -230,11 +230,16 @@ def _usable_token(
     if refused is not None and tokens.access_token == refused:
         return None
     assert login is not None  # noqa: S101  (tokens came from it)
-    return token_from_stored(tokens, login.client)
+    return token_from_stored(tokens, login.client, login.dpop_key)
 
 
-def token_from_stored(tokens: StoredTokens, client: ClientRegistration | None) -> Token:
-    """A :class:`Token` for stored tokens: ``expires_in`` is what is left of their lifetime."""
+def token_from_stored(
+    tokens: StoredTokens,
+    client: ClientRegistration | None,
+    dpop_key: Mapping[str, object] | None = None,
+) -> Token:
+    """A :class:`Token` for stored tokens: ``expires_in`` is what is left of their lifetime,
+    and ``dpop_key`` the key a DPoP-bound token needs for every request (RFC 9449)."""
     now = time.time()
     data: dict[str, object] = dict(tokens.extra)
     data["access_token"] = tokens.access_token
@@ -245,7 +250,12 @@ def token_from_stored(tokens: StoredTokens, client: ClientRegistration | None) -
         value = getattr(tokens, name)
         if value is not None:
             data[name] = value
-    return Token(data, received_at=now, client=client)
+    token = Token(data, received_at=now, client=client)
+    if dpop_key is not None:
+        from ._dpop import DPoPKey  # only DPoP-bound logins pay for the JOSE import
+
+        token.dpop_key = DPoPKey.from_jwk(dpop_key)
+    return token
 
 
 def _stored_tokens(token: Token, scope: str | None, previous: StoredTokens | None) -> StoredTokens:
@@ -310,6 +320,8 @@ async def _refresh_or_login(
                     server=server,
                     resource=resource,
                     transport=transport,
+                    # A DPoP-bound refresh token is refreshed with a proof of its key (§5).
+                    dpop_key=None if login is None else login.dpop_key,
                 )
                 saved = await store.save(
                     dataclasses.replace(
@@ -330,7 +342,7 @@ async def _refresh_or_login(
             base = await store.save(dataclasses.replace(base, tokens=None, client=client))
         else:
             assert saved.tokens is not None  # noqa: S101  (just saved)
-            return token_from_stored(saved.tokens, saved.client)
+            return token_from_stored(saved.tokens, saved.client, saved.dpop_key)
     token = await authorize(
         issuer,
         client_id=client_id,
@@ -349,9 +361,14 @@ async def _refresh_or_login(
     with anyio.CancelScope(shield=True):  # the user just signed in: do not lose it now
         saved = await store.save(
             dataclasses.replace(
-                base, client=token.client, tokens=_stored_tokens(token, scope, None)
+                base,
+                client=token.client,
+                tokens=_stored_tokens(token, scope, None),
+                # The key of a DPoP-bound login: a secret, kept with the tokens (0600 file or
+                # keyring), and what makes a copied token store useless on its own.
+                dpop_key=None if token.dpop_key is None else token.dpop_key.private_jwk(),
             )
         )
     assert saved.tokens is not None  # noqa: S101  (just saved)
     logger.info("logged in to %s and saved the login", issuer)
-    return token_from_stored(saved.tokens, saved.client)
+    return token_from_stored(saved.tokens, saved.client, saved.dpop_key)

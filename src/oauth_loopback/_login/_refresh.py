@@ -85,8 +85,10 @@ async def refresh(
     server: Metadata,
     resource: str | None,
     transport: httpx2.AsyncBaseTransport | None,
+    dpop_key: Mapping[str, object] | None = None,
 ) -> Token:
-    """RFC 6749 §6 with ``client``'s credentials; ``resource`` again (RFC 8707 §2.2).
+    """RFC 6749 §6 with ``client``'s credentials; ``resource`` again (RFC 8707 §2.2); a proof
+    of ``dpop_key`` (a stored private JWK) for a DPoP-bound refresh token (RFC 9449 §5).
 
     :raises TokenError: the server refused (``grant_type == "refresh_token"``); see
         :func:`is_refusal` for which refusals mean "log in again".
@@ -95,8 +97,13 @@ async def refresh(
     # scope=None: a refresh without scope keeps the scope originally granted (§6).
     async with Client(issuer=issuer, redirect_uri=None, scope=None, transport=transport) as oauth:
         oauth.set_client(client.client_id, client.client_secret, client.token_endpoint_auth_method)
+        key = None
+        if dpop_key is not None:
+            from ._dpop import DPoPKey
+
+            key = DPoPKey.from_jwk(dpop_key)
         token = await oauth.refresh(
-            server.token_endpoint, refresh_token=refresh_token, resource=resource
+            server.token_endpoint, refresh_token=refresh_token, resource=resource, dpop_key=key
         )
     logger.info("refreshed the access token at %s", server.token_endpoint)
     token.client = client
