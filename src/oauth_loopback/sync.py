@@ -11,6 +11,7 @@ in a worker thread (anyio's blocking portal), so no ``anyio.run`` glue is needed
         response = pending.wait(timeout=300)
 
     token = oauth_loopback.sync.authorize("https://as.example.com")
+    token = oauth_loopback.sync.get_token("https://as.example.com", store=FileTokenStore())
 
 Ctrl-C while a call waits cancels the login on the event loop thread (the receiver closes,
 nothing keeps running) and raises :class:`KeyboardInterrupt` in the calling thread. Each
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ._receiver._receiver import PendingCallback as AsyncPendingCallback
     from ._receiver._registry import AuthorizationResponse
 
-__all__ = ["Backend", "PendingCallback", "Receiver", "authorize", "open_receiver"]
+__all__ = ["Backend", "PendingCallback", "Receiver", "authorize", "get_token", "open_receiver"]
 
 #: The event loop the blocking calls run on; ``trio`` needs ``pip install 'oauth-loopback[trio]'``.
 Backend = Literal["asyncio", "trio"]
@@ -195,3 +196,16 @@ def authorize(issuer: str, *, backend: Backend = "asyncio", **options: Any) -> T
 
     with _portal(backend) as portal:
         return _call(portal, functools.partial(authorize_async, issuer, **options))
+
+
+def get_token(issuer: str, *, backend: Backend = "asyncio", **options: Any) -> Token:
+    """:func:`oauth_loopback.get_token`, blocking: stored, refreshed or logged in, same errors.
+
+    The event loop thread lives for this one call (about a millisecond when the stored token
+    is valid: no network, no authlib).
+    """
+    _refuse_inside_event_loop("get_token")
+    from ._login._get_token import get_token as get_token_async
+
+    with _portal(backend) as portal:
+        return _call(portal, functools.partial(get_token_async, issuer, **options))

@@ -175,3 +175,21 @@ def test_threads_do_not_outlive_a_call(embedded_issuer: str) -> None:
     before = {t.ident for t in threading.enumerate()}
     sync.authorize(embedded_issuer, open_browser=follow_redirects)
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_get_token_logs_in_once_then_uses_the_store(
+    embedded_issuer: str, backend: sync.Backend
+) -> None:
+    """sync.get_token(): the first call logs in, the second returns the stored token."""
+    store = ol.MemoryTokenStore()
+    opened: list[str] = []
+
+    async def browser(url: str) -> str:
+        opened.append(url)
+        return await follow_redirects(url)
+
+    first = sync.get_token(embedded_issuer, store=store, open_browser=browser, backend=backend)
+    second = sync.get_token(embedded_issuer, store=store, open_browser=browser, backend=backend)
+    assert second.access_token == first.access_token
+    assert len(opened) == 1
