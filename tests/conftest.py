@@ -17,3 +17,12 @@ pytest_plugins = ["tests._oidc_provider"]
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """Pin the backends explicitly (anyio's default set changed across versions)."""
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test (and its subprocesses) gets its own user state directory: the default token
+    store never touches the real one of whoever runs the suite."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

@@ -29,7 +29,7 @@ if sys.version_info < (3, 11):
 import anyio
 
 from .._config import LEGACY_CALLBACK_PORT
-from . import _cimd
+from . import _cimd, _stored
 from ._demo import demo
 from ._doctor import BACKENDS, doctor, version
 from ._login import login
@@ -153,6 +153,17 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the token response as JSON on stdout"
     )
     login.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not save the login in the token store (by default it is saved, so "
+        "'oauth-loopback token ISSUER' gives a valid token later without a browser)",
+    )
+    login.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the token store's directory (default: your user state directory)",
+    )
+    login.add_argument(
         "--output",
         metavar="FILE",
         help="write the token response as JSON to "
@@ -171,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         help="give up after this long without a callback (default 300)",
     )
     _cimd.add_parser(sub)
+    _stored.add_parsers(sub)
     return parser
 
 
@@ -197,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(login, args, backend=args.backend)
         if args.command == "cimd":
             return _cimd.run(args, parser)
+        if args.command == "token":
+            return anyio.run(_stored.token, args, backend=args.backend)
+        if args.command == "status":
+            return anyio.run(_stored.status, args, backend=args.backend)
+        if args.command == "logout":
+            return anyio.run(_stored.logout, args, backend=args.backend)
     except KeyboardInterrupt:
         failure = KeyboardInterrupt()
     except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C

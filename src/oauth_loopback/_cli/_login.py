@@ -7,6 +7,7 @@ The token goes to stdout as JSON (``--json``) or to a file written atomically wi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -216,6 +217,8 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
             )
         finally:
             done.set()
+    if not args.no_store:
+        await _save(args, token)
     document = json.dumps(dict(token), indent=2, sort_keys=True) + "\n"
     if args.output is not None:
         try:
@@ -233,3 +236,23 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
         print(f"Logged in: {describe_token(token)}.")
         print("Use --json or --output FILE to get the token itself.", file=sys.stderr)
     return 0
+
+
+async def _save(args: argparse.Namespace, token: Token) -> None:
+    """Keep the login in the token store, so later runs need no browser (``--no-store``: not)."""
+    from .._store._records import StoredLogin, StoredTokens
+    from ._stored import store_for
+
+    store = store_for(args)
+    tokens = StoredTokens.from_response(token, received_at=token.received_at)
+    if tokens.scope is None and args.scope:
+        tokens = dataclasses.replace(tokens, scope=args.scope)  # RFC 6749 §5.1: as requested
+    login = StoredLogin(
+        issuer=args.issuer, resource=args.resource, client=token.client, tokens=tokens
+    )
+    await store.save(login)
+    print(
+        f"Saved the login in {store.path} (mode 0600): 'oauth-loopback token {args.issuer}' "
+        f"prints a valid token from now on.",
+        file=sys.stderr,
+    )

@@ -240,6 +240,28 @@ class Client:
             status_code=reply.status_code,
         )
 
+    async def revoke(self, endpoint: str, token: str, hint: str) -> str | None:
+        """RFC 7009 §2.1: revoke ``token``; None on success (§2.2: 200), else why not."""
+        auth = self._authlib.client_auth(self._authlib.token_endpoint_auth_method)
+        try:
+            reply = await self._authlib.request(
+                "POST",
+                endpoint,
+                data={"token": token, "token_type_hint": hint},
+                auth=auth,
+                withhold_token=True,
+            )
+        except httpx2.TransportError as exc:
+            return f"{endpoint} did not answer: {type(exc).__name__}"
+        assert isinstance(reply, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
+        if reply.status_code == 200:
+            return None
+        document = json_object(reply)
+        error = document.get("error") if document is not None else None
+        return f"{endpoint} answered HTTP {reply.status_code}" + (
+            f" error={error!r}" if error else ""
+        )
+
     def _keep_token_reply(self, response: httpx2.Response) -> httpx2.Response:
         # authlib keeps only error and error_description of an error reply, and discards
         # the status; keep the reply to report all RFC 6749 §5.2 fields.

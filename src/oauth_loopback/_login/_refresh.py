@@ -14,8 +14,8 @@ from typing import Final
 
 import httpx2
 
-from .._errors import TokenError
-from .._store._records import CachedMetadata, ClientRegistration
+from .._errors import OAuthLoopbackError, TokenError
+from .._store._records import CachedMetadata, ClientRegistration, StoredTokens
 from ._client import Client
 from ._metadata import Metadata, check_server, discover, given_metadata
 from ._token import Token
@@ -108,3 +108,47 @@ async def refresh(
     logger.info("refreshed the access token at %s", server.token_endpoint)
     token.client = client
     return token
+
+
+async def revoke(
+    issuer: str,
+    client: ClientRegistration,
+    tokens: StoredTokens,
+    *,
+    metadata: Mapping[str, object] | None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> str | None:
+    """RFC 7009: revoke the refresh token, then the access token, where the server offers it.
+
+    Returns None when done or when the server offers no revocation endpoint (nothing to
+    do there), else why it failed, in words for the user. Never raises for the server's
+    answer: logging out locally must not depend on it.
+    """
+    try:
+        server, _ = await load_server(
+            issuer, given=None, cached=_cached(metadata), transport=transport
+        )
+    except OAuthLoopbackError as exc:
+        return str(exc)
+    endpoint = server.document.get("revocation_endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        return None
+    hints = [(tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")]
+    async with Client(issuer=issuer, redirect_uri=None, scope=None, transport=transport) as oauth:
+        oauth.set_client(client.client_id, client.client_secret, client.token_endpoint_auth_method)
+        for value, hint in hints:
+            if value is None:
+                continue
+            problem = await oauth.revoke(endpoint, value, hint)
+            if problem is not None:
+                return problem
+    logger.info("revoked the stored tokens at %s", endpoint)
+    return None
+
+
+def _cached(metadata: Mapping[str, object] | None) -> CachedMetadata | None:
+    return (
+        None
+        if metadata is None
+        else CachedMetadata(document=dict(metadata), fetched_at=time.time())
+    )

@@ -1,0 +1,174 @@
+"""``oauth-loopback token``, ``status`` and ``logout``: the logins kept in the token store.
+
+* ``token ISSUER``: print a valid access token, like ``gh auth token``: the stored one while
+  it is valid (no network, no authlib or httpx2 imported), else refreshed, else a browser
+  login. For scripts: ``curl -H "Authorization: Bearer $(oauth-loopback token ISSUER)"``.
+* ``status``: the stored logins, one line each, with no secret (issuer, resource, client,
+  how it was registered, scope, when the token expires, whether it can be refreshed).
+* ``logout ISSUER``: forget the login; when the server offers RFC 7009 revocation, the
+  refresh and access tokens are revoked there first (a failure to revoke is reported, and the
+  local login is deleted anyway: the user asked to be logged out here).
+
+``--store DIR`` picks the store's directory (default: the user's state directory, see
+``FileTokenStore``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._store._file_store import FileTokenStore
+    from .._store._records import StoredLogin
+
+__all__ = ["add_parsers", "logout", "status", "store_for", "token"]
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser(
+        "token",
+        help="print a valid access token for ISSUER (stored, refreshed, or after a login)",
+        description="Print a valid access token for ISSUER on stdout: the stored one while it "
+        "is valid, else a refreshed one, else log in through the browser first. Exit status 0 "
+        "means the line printed is a usable token.",
+    )
+    token.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
+    token.add_argument(
+        "--resource", metavar="R", help="RFC 8707 resource indicator the login is for"
+    )
+    token.add_argument("--scope", metavar="S", help="space-separated scopes the token needs")
+    token.add_argument("--client-id", metavar="ID", help="a pre-registered client")
+    _store_argument(token)
+    status = sub.add_parser(
+        "status",
+        help="list the stored logins (no secrets)",
+        description="List the logins in the token store: issuer, resource, client, scope, "
+        "expiry. No token or secret is shown.",
+    )
+    _store_argument(status)
+    logout = sub.add_parser(
+        "logout",
+        help="forget the stored login to ISSUER (revoking its tokens where the server can)",
+        description="Delete the stored login to ISSUER (and --resource). When the server "
+        "offers RFC 7009 revocation, its tokens are revoked there first.",
+    )
+    logout.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
+    logout.add_argument("--resource", metavar="R", help="the resource the login is for")
+    _store_argument(logout)
+
+
+def _store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the token store's directory (default: your user state directory)",
+    )
+
+
+def store_for(args: argparse.Namespace) -> FileTokenStore:
+    from .._store._file_store import FileTokenStore
+
+    return FileTokenStore(getattr(args, "store", None))
+
+
+async def token(args: argparse.Namespace) -> int:
+    """``oauth-loopback token``: the access token on stdout, nothing else there."""
+    from .._login._get_token import get_token
+
+    def show_url(url: str) -> None:
+        print(
+            f"Sign in to continue. If the browser does not open, visit:\n\n  {url}\n",
+            file=sys.stderr,
+        )
+
+    result = await get_token(
+        args.issuer,
+        store=store_for(args),
+        client_id=args.client_id,
+        scope=args.scope,
+        resource=args.resource,
+        show_url=show_url,
+    )
+    if result.dpop_key is not None:
+        print(
+            "error: the stored token is DPoP-bound (RFC 9449): it is useless without its key, "
+            "which is kept in the store. Use oauth_loopback.TokenAuth from Python, or log in "
+            "again with 'oauth-loopback login --no-store' for a bearer token.",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.write(result.access_token + "\n")
+    return 0
+
+
+def _describe(login: StoredLogin, now: float) -> str:
+    parts = [login.issuer]
+    if login.resource:
+        parts.append(f"resource {login.resource}")
+    if login.client is not None:
+        parts.append(f"client {login.client.client_id} ({login.client.obtained.replace('_', ' ')})")
+    tokens = login.tokens
+    if tokens is None:
+        parts.append("no token (log in with 'oauth-loopback login')")
+    else:
+        if tokens.scope:
+            parts.append(f"scope {tokens.scope!r}")
+        if tokens.expires_at is None:
+            parts.append("token without a known expiry")
+        elif tokens.expires_at > now:
+            parts.append(f"token valid for {int(tokens.expires_at - now)} s")
+        else:
+            parts.append("token expired")
+        parts.append("refreshable" if tokens.refresh_token else "not refreshable")
+        if login.dpop_key is not None:
+            parts.append("DPoP-bound")
+    return ", ".join(parts)
+
+
+async def status(args: argparse.Namespace) -> int:
+    store = store_for(args)
+    logins = await store.logins()
+    if not logins:
+        print(f"No stored logins in {store.path}.")
+        return 0
+    now = time.time()
+    for login in logins:
+        print(_describe(login, now))
+    return 0
+
+
+async def logout(args: argparse.Namespace) -> int:
+    from .._store._records import LoginKey
+
+    store = store_for(args)
+    key = LoginKey(args.issuer, args.resource)
+    async with store.lock(key):
+        login = await store.load(key)
+        if login is None:
+            print(
+                f"error: no stored login to {args.issuer}; 'oauth-loopback status' lists them.",
+                file=sys.stderr,
+            )
+            return 1
+        problem = await _revoke(login)
+        await store.delete(key)
+    if problem is not None:
+        print(
+            f"Logged out here; the server could not revoke the tokens ({problem}).", file=sys.stderr
+        )
+    else:
+        print(f"Logged out of {args.issuer}.", file=sys.stderr)
+    return 0
+
+
+async def _revoke(login: StoredLogin) -> str | None:
+    """RFC 7009: revoke the refresh token (and the access token) if the server offers it."""
+    if login.tokens is None or login.client is None:
+        return None
+    document = login.metadata.document if login.metadata is not None else None
+    from .._login._refresh import revoke
+
+    return await revoke(login.issuer, login.client, login.tokens, metadata=document)

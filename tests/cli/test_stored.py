@@ -1,0 +1,127 @@
+"""login saves the login; token prints a valid token (fast, no authlib); status lists logins
+without secrets; logout revokes at the server (RFC 7009) and forgets the login."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.from_thread
+import pytest
+
+from oauth_loopback._cli import _login as login_command
+from oauth_loopback._cli import _parser
+from oauth_loopback.testing import AuthorizationServer, follow_redirects
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[AuthorizationServer, anyio.from_thread.BlockingPortal]]:
+    """An embedded authorization server on its own event loop thread."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(AuthorizationServer()) as running:
+            yield running, portal
+
+
+def _run(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "oauth_loopback", *args, "--store", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=dict(os.environ),
+    )
+
+
+def _login(portal: anyio.from_thread.BlockingPortal, issuer: str, store: Path, *extra: str) -> str:
+    args = _parser().parse_args(["login", issuer, "--json", "--store", str(store), *extra])
+    code = portal.call(lambda: login_command.login(args, open_browser=follow_redirects))
+    assert code == 0
+    return str(args.issuer)
+
+
+def test_login_saves_and_token_prints_it_without_authlib(
+    server: tuple[AuthorizationServer, anyio.from_thread.BlockingPortal],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After login, 'token ISSUER' prints the stored access token; that path imports no authlib/httpx2."""
+    running, portal = server
+    _login(portal, running.issuer, tmp_path, "--scope", "read")
+    document = json.loads(capsys.readouterr().out)
+    result = _run("token", running.issuer, store=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == document["access_token"] + "\n"
+    files = list(tmp_path.glob("*.json"))
+    assert files
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    probe = textwrap.dedent(
+        f"""
+        import io, sys, contextlib
+        from oauth_loopback._cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["token", {running.issuer!r}, "--store", {str(tmp_path)!r}])
+        heavy = [m for m in ("authlib", "httpx2", "trio") if m in sys.modules]
+        print(code, out.getvalue().strip() == {document["access_token"]!r}, heavy)
+        """
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert checked.stdout.strip() == "0 True []", checked.stderr
+
+
+def test_no_store_saves_nothing(
+    server: tuple[AuthorizationServer, anyio.from_thread.BlockingPortal], tmp_path: Path
+) -> None:
+    """--no-store leaves the store empty."""
+    running, portal = server
+    _login(portal, running.issuer, tmp_path, "--no-store")
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def test_status_lists_logins_without_secrets(
+    server: tuple[AuthorizationServer, anyio.from_thread.BlockingPortal],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """status: issuer, client, scope, expiry, refreshable; never a token."""
+    running, portal = server
+    _login(portal, running.issuer, tmp_path, "--scope", "read")
+    capsys.readouterr()
+    result = _run("status", store=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (issued,) = running.issued_tokens
+    assert running.issuer in result.stdout
+    assert "scope 'read'" in result.stdout
+    assert "refreshable" in result.stdout
+    assert issued.access_token not in result.stdout + result.stderr
+    assert issued.refresh_token is not None
+    assert issued.refresh_token not in result.stdout + result.stderr
+    empty = _run("status", store=tmp_path / "none")
+    assert "No stored logins" in empty.stdout
+
+
+def test_logout_revokes_at_the_server_and_forgets_the_login(
+    server: tuple[AuthorizationServer, anyio.from_thread.BlockingPortal],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """logout: RFC 7009 revocation at the server, the stored login deleted; a second logout says so."""
+    running, portal = server
+    _login(portal, running.issuer, tmp_path)
+    capsys.readouterr()
+    result = _run("logout", running.issuer, store=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Logged out" in result.stderr
+    assert list(tmp_path.glob("*.json")) == []
+    assert all(t.revoked for t in running.issued_tokens)
+    again = _run("logout", running.issuer, store=tmp_path)
+    assert again.returncode == 1
+    assert again.stderr.startswith("error: no stored login")
