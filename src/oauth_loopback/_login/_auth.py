@@ -68,7 +68,7 @@ class TokenAuth(httpx2.Auth):
 
     def __init__(
         self,
-        issuer: str,
+        issuer: str | None = None,
         *,
         store: TokenStore,
         client_id: str | None = None,
@@ -83,6 +83,9 @@ class TokenAuth(httpx2.Auth):
         transport: httpx2.AsyncBaseTransport | None = None,
         metadata: Mapping[str, object] | None = None,
     ) -> None:
+        if issuer is None and resource is None:
+            msg = "TokenAuth needs the issuer, or resource= to discover it from (RFC 9728)."
+            raise TypeError(msg)
         self.issuer = issuer
         self.resource = resource
         self._store = store
@@ -90,9 +93,12 @@ class TokenAuth(httpx2.Auth):
         self._step_ups = 0
         # The latest DPoP nonce of each resource server (RFC 9449 §9), by origin.
         self._nonces: dict[str, str] = {}
+        self._transport = transport
+        # Resource-first (issuer None): found through the resource's RFC 9728 metadata on
+        # first use, and again after a refusal (the resource may have moved servers).
+        self._discover = issuer is None
         self._obtain = functools.partial(
             obtain,
-            issuer,
             store=store,
             client_id=client_id,
             client_secret=client_secret,
@@ -112,7 +118,16 @@ class TokenAuth(httpx2.Auth):
         )
 
     async def _token(self, refused: str | None) -> Token:
-        return await self._obtain(refused=refused, scope=self.scope)
+        if self._discover and (self.issuer is None or refused is not None):
+            from ._get_token import _issuer_for
+
+            self.issuer, self.scope = await _issuer_for(
+                self.resource, self.scope, self._store, self._transport
+            )
+        if self.issuer is None:  # pragma: no cover  (_issuer_for returned one)
+            msg = "TokenAuth needs an issuer, or resource= to discover it from (RFC 9728)."
+            raise TypeError(msg)
+        return await self._obtain(self.issuer, refused=refused, scope=self.scope)
 
     async def async_auth_flow(
         self, request: httpx2.Request

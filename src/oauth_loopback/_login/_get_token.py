@@ -48,7 +48,7 @@ logger = logging.getLogger("oauth_loopback.oauth")
 
 
 async def get_token(
-    issuer: str,
+    issuer: str | None = None,
     *,
     store: TokenStore,
     client_id: str | None = None,
@@ -78,7 +78,11 @@ async def get_token(
     :param client_secret: for a pre-registered confidential client (kept in the store).
     :param scope: space-separated scopes; a stored token that lacks one of them is not used
         (a refresh cannot widen the scope, RFC 6749 §6), and the user logs in again.
-    :param resource: the RFC 8707 resource indicator; part of the store's key.
+    :param resource: the RFC 8707 resource indicator; part of the store's key. With no
+        ``issuer``, the resource-first login of the MCP specification: the issuer is found
+        through the resource's RFC 9728 metadata (its 401 challenge, else the well-known
+        URLs), its ``resource`` must match, and without ``scope`` the scope is the
+        challenge's, else the metadata's ``scopes_supported``, else none.
 
     ``config``, ``open_browser``, ``timeout``, ``paste``, ``show_url``, ``transport`` and
     ``metadata`` are :func:`authorize`'s, used when the user must log in (``transport`` and
@@ -91,6 +95,8 @@ async def get_token(
     :raises ServerUnreachable: the server did not answer (no browser is opened then).
     :raises OAuthLoopbackError: whatever :func:`authorize` raises, when a login was needed.
     """
+    if issuer is None:
+        issuer, scope = await _issuer_for(resource, scope, store, transport)
     return await obtain(
         issuer,
         store=store,
@@ -157,6 +163,33 @@ async def obtain(
             transport=transport,
             metadata=metadata,
         )
+
+
+async def _issuer_for(
+    resource: str | None,
+    scope: str | None,
+    store: TokenStore,
+    transport: httpx2.AsyncBaseTransport | None,
+) -> tuple[str, str | None]:
+    """Resource-first (MCP): the issuer that guards ``resource`` (RFC 9728), and the scope.
+
+    Discovery asks the resource every time (a few milliseconds), so that a resource that moved
+    to another authorization server gets a login there, with credentials of its own, and never
+    another server's stored tokens (the store is keyed by issuer and resource).
+    """
+    if resource is None:
+        msg = (
+            "get_token() needs the authorization server's issuer, or resource= (the protected "
+            "resource's URL, such as an MCP server's) to discover it from (RFC 9728)."
+        )
+        raise TypeError(msg)
+    from ._resource import discover_issuer
+
+    metadata, selected = await discover_issuer(resource, transport=transport)
+    logger.info(
+        "the resource is guarded by %s (RFC 9728 metadata at %s)", metadata.issuer, metadata.url
+    )
+    return metadata.issuer, scope if scope is not None else selected
 
 
 def _check(

@@ -253,3 +253,26 @@ def merge_scopes(*scopes: str | None) -> str | None:
         for item in (scope or "").split():
             merged.setdefault(item, None)
     return " ".join(merged) or None
+
+
+async def discover_issuer(
+    resource: str, *, transport: httpx2.AsyncBaseTransport | None = None
+) -> tuple[ResourceMetadata, str | None]:
+    """Resource-first (MCP): the resource's metadata and the scope to ask for.
+
+    An unauthenticated request to the resource gives its 401 challenge (if it sends one),
+    then the metadata is found through it or the well-known URLs, and the scope is chosen as
+    the MCP specification says (:func:`select_scope`).
+    """
+    import httpx2
+
+    loopback = is_loopback_host(urlsplit(resource).hostname or "")
+    async with httpx2.AsyncClient(
+        transport=transport,
+        trust_env=not loopback,  # proxies from the environment never divert loopback traffic
+        timeout=httpx2.Timeout(30.0, connect=10.0),
+        follow_redirects=False,
+    ) as http:
+        challenge = await probe(http, resource)
+        metadata = await discover_resource(http, resource, challenge=challenge)
+    return metadata, select_scope(challenge, metadata)

@@ -61,7 +61,10 @@ class ProtectedResource:
         if not path.startswith("/"):
             msg = f"path must start with '/', such as '/mcp', not {path!r}."
             raise ValueError(msg)
-        self._server = server
+        #: The authorization server that guards the resource; assign another to move the
+        #: resource to it (its metadata and token checks follow at once), as real resources
+        #: sometimes do.
+        self.server = server
         self._path = path.rstrip("/") or "/"
         self._required = tuple((required_scope or "").split())
         self._scopes_supported = None if scopes_supported is None else list(scopes_supported)
@@ -94,7 +97,7 @@ class ProtectedResource:
     def metadata(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "resource": self._metadata_resource or self.url,
-            "authorization_servers": [self._server.issuer],
+            "authorization_servers": [self.server.issuer],
             "bearer_methods_supported": ["header"],
         }
         if self._scopes_supported is not None:
@@ -165,7 +168,7 @@ class ProtectedResource:
         return _json(200, body)
 
     def _find(self, access_token: str) -> Any:
-        backend = self._server._require_backend()
+        backend = self.server._require_backend()
         for record in backend.tokens:
             if record.access_token != access_token:
                 continue
