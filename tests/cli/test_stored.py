@@ -125,3 +125,24 @@ def test_logout_revokes_at_the_server_and_forgets_the_login(
     again = _run("logout", running.issuer, store=tmp_path)
     assert again.returncode == 1
     assert again.stderr.startswith("error: no stored login")
+
+
+def test_resource_first_login_and_token_from_the_command_line(tmp_path: Path) -> None:
+    """login --resource URL and token --resource URL, no ISSUER: the server is discovered."""
+    from oauth_loopback.testing import ProtectedResource
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(AuthorizationServer()) as running:
+            with portal.wrap_async_context_manager(
+                ProtectedResource(running, required_scope="mcp:read")
+            ) as mcp:
+                args = _parser().parse_args(
+                    ["login", "--resource", mcp.url, "--json", "--store", str(tmp_path)]
+                )
+                code = portal.call(lambda: login_command.login(args, open_browser=follow_redirects))
+                assert code == 0
+                (issued,) = running.issued_tokens
+                assert issued.scope == "mcp:read"
+                result = _run("token", "--resource", mcp.url, store=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == issued.access_token + "\n"

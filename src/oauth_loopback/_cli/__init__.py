@@ -107,7 +107,13 @@ def _parser() -> argparse.ArgumentParser:
         "--client-id), open the browser with PKCE, receive the callback on a loopback port "
         "and exchange the code. The token goes to stdout with --json, or to --output FILE.",
     )
-    login.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
+    login.add_argument(
+        "issuer",
+        metavar="ISSUER",
+        nargs="?",
+        help="the authorization server's issuer URL (or give --resource alone: the server is "
+        "then found through the resource's RFC 9728 metadata)",
+    )
     login.add_argument(
         "--client-id",
         metavar="ID",

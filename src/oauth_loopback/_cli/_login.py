@@ -170,6 +170,20 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
             "error: --client-secret needs --client-id (the client it belongs to)", file=sys.stderr
         )
         return 2
+    if args.issuer is None:
+        if args.resource is None:
+            print(
+                "error: give ISSUER, or --resource URL to find its server (RFC 9728)",
+                file=sys.stderr,
+            )
+            return 2
+        from .._login._resource import discover_issuer
+
+        found, selected = await discover_issuer(args.resource)
+        args.issuer = found.issuer
+        if args.scope is None:
+            args.scope = selected
+        print(f"The resource is guarded by {found.issuer} (from {found.url}).", file=sys.stderr)
     problem = check_output(args.output)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -35,7 +35,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "is valid, else a refreshed one, else log in through the browser first. Exit status 0 "
         "means the line printed is a usable token.",
     )
-    token.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
+    token.add_argument(
+        "issuer",
+        metavar="ISSUER",
+        nargs="?",
+        help="the authorization server's issuer URL (or give --resource alone: the server is "
+        "then found through the resource's RFC 9728 metadata)",
+    )
     token.add_argument(
         "--resource", metavar="R", help="RFC 8707 resource indicator the login is for"
     )
@@ -77,6 +83,12 @@ def store_for(args: argparse.Namespace) -> FileTokenStore:
 async def token(args: argparse.Namespace) -> int:
     """``oauth-loopback token``: the access token on stdout, nothing else there."""
     from .._login._get_token import get_token
+
+    if args.issuer is None and args.resource is None:
+        print(
+            "error: give ISSUER, or --resource URL to find its server (RFC 9728)", file=sys.stderr
+        )
+        return 2
 
     def show_url(url: str) -> None:
         print(
