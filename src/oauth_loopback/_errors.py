@@ -1,17 +1,35 @@
-"""The errors oauth-loopback raises.
+"""Every error oauth-loopback raises, in one module; the tree is drawn here once.
 
 Everything the library raises on purpose derives from :class:`OAuthLoopbackError`::
 
     OAuthLoopbackError
-    ├── InvalidCallbackConfig        (also ValueError)   you: a setting is wrong
-    ├── CallbackPortInUse            (also OSError, errno EADDRINUSE)
-    ├── CallbackTimeout              (also TimeoutError)
-    ├── ReceiverClosed
-    ├── AuthorizationError           the authorization server said error=... (RFC 6749 §4.1.2.1)
-    │   └── AuthorizationDenied      ... error=access_denied: the user (or policy) said no
+    ├── InvalidCallbackConfig        (also ValueError)   a setting is wrong
+    ├── CallbackPortInUse            (also OSError, errno EADDRINUSE) a fixed port is busy
+    ├── CallbackTimeout              (also TimeoutError) no response before the deadline
+    ├── ReceiverClosed               the receiver closed, or the login was cancelled
+    ├── InputEnded                   the paste prompt's input ended (Ctrl-D)
+    ├── CallbackRejected             the peer sent a request we answer with a 4xx page
+    │                                (status_hint: 400, 404, 405, 421, 431, ...)
+    ├── AuthorizationError           the server said error=... (RFC 6749 §4.1.2.1)
+    │   ├── AuthorizationDenied      ... error=access_denied: the user (or policy) said no
+    │   ├── TokenError               the token endpoint refused (RFC 6749 §5.2)
+    │   └── PushedAuthorizationError the PAR endpoint refused (RFC 9126 §2.3)
     ├── IssuerMismatch               RFC 9207: the response came from the wrong issuer
-    └── CallbackRejected             the peer sent a request we answer with a 4xx page
-        └── (status_hint: 400, 404, 405, 421, ...)
+    ├── DiscoveryError               no usable server metadata (RFC 8414)
+    ├── ResourceDiscoveryError       no usable protected resource metadata (RFC 9728)
+    ├── UnsupportedServer            the server offers no safe native-app login
+    ├── RegistrationError            dynamic registration failed (RFC 7591 §3.2.2)
+    │   └── ClientRejected           the server refused the client before the browser opened
+    ├── ServerUnreachable            (also ConnectionError) the server did not answer
+    ├── BrowserUnavailable           no browser opened and the URL was shown nowhere
+    ├── UnsafeBrowserURL             (also ValueError) not a URL we hand to a browser
+    ├── InvalidAuthorizationURL      (also ValueError) the MCP SDK's URL cannot complete here
+    ├── InsufficientScope            a resource wants more scope after the step-up logins
+    ├── IDTokenError                 an ID token failed validation (OIDC Core §3.1.3.7)
+    ├── DPoPError                    RFC 9449: sender-constrained tokens
+    │   ├── DPoPKeyInvalid           (also ValueError) a stored DPoP key cannot be used
+    │   └── DPoPProofRejected        a DPoP proof failed verification (server side, §4.3)
+    └── TokenStoreError              a token store cannot be read or written safely
 
 Like h11, we keep apart "you misused the API" (raised to the caller) and "the peer sent
 something bad" (:class:`CallbackRejected`, answered with a 4xx page while the receiver keeps
@@ -27,13 +45,31 @@ from types import MappingProxyType
 __all__ = [
     "AuthorizationDenied",
     "AuthorizationError",
+    "BrowserUnavailable",
     "CallbackPortInUse",
     "CallbackRejected",
     "CallbackTimeout",
+    "ClientRejected",
+    "DPoPError",
+    "DPoPKeyInvalid",
+    "DPoPProofRejected",
+    "DiscoveryError",
+    "IDTokenError",
+    "InputEnded",
+    "InsufficientScope",
+    "InvalidAuthorizationURL",
     "InvalidCallbackConfig",
     "IssuerMismatch",
     "OAuthLoopbackError",
+    "PushedAuthorizationError",
     "ReceiverClosed",
+    "RegistrationError",
+    "ResourceDiscoveryError",
+    "ServerUnreachable",
+    "TokenError",
+    "TokenStoreError",
+    "UnsafeBrowserURL",
+    "UnsupportedServer",
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -340,14 +376,6 @@ class InvalidAuthorizationURL(OAuthLoopbackError, ValueError):
 
 
 # --- DPoP (RFC 9449) and ID tokens (OpenID Connect Core 1.0) ---------------------------------
-#
-#   OAuthLoopbackError
-#   ├── DPoPError                    RFC 9449: sender-constrained tokens
-#   │   ├── DPoPKeyInvalid           (also ValueError) a stored DPoP key cannot be used
-#   │   └── DPoPProofRejected        a DPoP proof failed verification (server side, §4.3)
-#   └── IDTokenError                 an ID token failed validation (OIDC Core §3.1.3.7)
-
-__all__ += ["DPoPError", "DPoPKeyInvalid", "DPoPProofRejected", "IDTokenError"]
 
 
 class DPoPError(OAuthLoopbackError):
@@ -451,9 +479,6 @@ def _rebuild_token_store_error(message: str, path: str | None) -> TokenStoreErro
     return TokenStoreError(message, path=path)
 
 
-__all__ += ["TokenStoreError"]  # kept apart from the list above so merges stay additive
-
-
 class InputEnded(OAuthLoopbackError):
     """The paste prompt's input ended (Ctrl-D, a closed pipe) before an address was pasted."""
 
@@ -463,9 +488,6 @@ class InputEnded(OAuthLoopbackError):
             "login stopped instead of waiting for nothing. Run it again and paste the whole "
             "address from the browser's address bar after signing in."
         )
-
-
-__all__ += ["InputEnded"]
 
 
 class ResourceDiscoveryError(OAuthLoopbackError):
@@ -483,9 +505,6 @@ def _rebuild_resource_error(
     message: str, tried: tuple[tuple[str, str], ...]
 ) -> ResourceDiscoveryError:
     return ResourceDiscoveryError(message, tried=tried)
-
-
-__all__ += ["ResourceDiscoveryError"]
 
 
 class PushedAuthorizationError(AuthorizationError):
@@ -515,15 +534,7 @@ def _rebuild_par_error(
     return PushedAuthorizationError(error, description, status_code=status_code)
 
 
-__all__ += ["PushedAuthorizationError"]
-
-
 # --- staying logged in (get_token, TokenAuth) ------------------------------------------------
-#
-#   OAuthLoopbackError
-#   └── RegistrationError
-#       └── ClientRejected           the server refused a client it should know (RFC 6749
-#                                    §4.1.2.1) and it cannot be replaced by registering again
 
 
 class ClientRejected(RegistrationError):
@@ -584,9 +595,6 @@ def _rebuild_client_rejected(
     )
 
 
-__all__ += ["ClientRejected"]
-
-
 class InsufficientScope(OAuthLoopbackError):
     """A resource kept answering 403 ``insufficient_scope`` after the step-up logins
     (RFC 6750 §3.1, the MCP specification's step-up, capped)."""
@@ -610,6 +618,3 @@ def _rebuild_insufficient_scope(
     asked: str | None, granted: str | None, challenged: str | None
 ) -> InsufficientScope:
     return InsufficientScope(asked=asked, granted=granted, challenged=challenged)
-
-
-__all__ += ["InsufficientScope"]
