@@ -43,6 +43,7 @@ from ._authlib import (
 )
 from ._browser import follow_redirects
 from ._http import HttpServer, bind_loopback
+from ._modern import Keys
 from ._resource import ProtectedResource
 from ._routes import Routes, Switches
 
@@ -184,6 +185,9 @@ class AuthorizationServer:
         token_error: str | None = None,
         par: bool = False,
         require_par: bool = False,
+        dpop: bool = False,
+        dpop_nonce: bool = False,
+        id_tokens: bool = True,
         rotate_refresh_tokens: bool = True,
         detect_refresh_token_reuse: bool = False,
         registration_limit: int | None = None,
@@ -234,6 +238,11 @@ class AuthorizationServer:
         # RFC 9126: advertise a pushed authorization request endpoint; require_par implies it.
         self._par = par or require_par
         self._require_par = require_par
+        # RFC 9449: DPoP-bound tokens for clients that send proofs; dpop_nonce implies dpop.
+        self._dpop = dpop or dpop_nonce
+        self._dpop_nonce = dpop_nonce
+        # OpenID Connect: ID tokens for scope openid, signed with keys served at /jwks.
+        self._id_tokens = id_tokens
         self._rotate_refresh_tokens = rotate_refresh_tokens
         self._detect_refresh_token_reuse = detect_refresh_token_reuse
         self._registration_limit = registration_limit
@@ -295,6 +304,8 @@ class AuthorizationServer:
                 detect_refresh_token_reuse=self._detect_refresh_token_reuse,
                 revocation=self._revocation,
             )
+            if self._id_tokens:
+                self._backend.keys = Keys()
             self._metadata = MappingProxyType(self._build_metadata())
             self._backend.metadata = self._metadata
             validate_metadata(self._metadata)
@@ -310,6 +321,8 @@ class AuthorizationServer:
                 token_error=self._token_error,
                 par=self._par,
                 require_par=self._require_par,
+                dpop=self._dpop,
+                dpop_nonce=self._dpop_nonce,
                 registration_limit=self._registration_limit,
                 client_id_metadata_documents=self._client_id_metadata_documents,
                 revocation=self._revocation,
@@ -506,6 +519,23 @@ class AuthorizationServer:
         )
         return client_id
 
+    def rotate_signing_key(self, *, drop_old: bool = False) -> str:
+        """Sign ID tokens with a new key from now on (its ``kid`` is returned); the old key
+        stays in ``/jwks`` unless ``drop_old``. Clients must fetch the JWKS again."""
+        backend = self._require_backend()
+        if backend.keys is None:
+            msg = "This server issues no ID tokens (id_tokens=False): there is no key to rotate."
+            raise RuntimeError(msg)
+        kid: str = backend.keys.rotate(drop_old=drop_old)
+        return kid
+
+    @property
+    def dpop_refusals(self) -> list[str]:
+        """Why the token endpoint refused DPoP proofs so far (``"replay"``, ``"nonce-mismatch"``,
+        ``"missing"`` for a bound refresh token without one, ...)."""
+        routes = self._routes
+        return [] if routes is None or routes.dpop is None else list(routes.dpop.refused)
+
     def _require_backend(self) -> OAuthBackend:
         if self._backend is None:
             msg = "The server is not running yet: use it inside 'async with AuthorizationServer()'."
@@ -537,6 +567,11 @@ class AuthorizationServer:
             metadata["scopes_supported"] = list(self._scopes_supported)
         if self._issue_iss:
             metadata["authorization_response_iss_parameter_supported"] = True  # RFC 9207 §3
+        if self._dpop:  # RFC 9449 §5.1
+            metadata["dpop_signing_alg_values_supported"] = ["ES256"]
+        if self._id_tokens:  # RFC 8414 §2, OIDC Discovery §3
+            metadata["jwks_uri"] = f"{issuer}/jwks"
+            metadata["id_token_signing_alg_values_supported"] = ["RS256"]
         if self._par:  # RFC 9126 §5
             metadata["pushed_authorization_request_endpoint"] = f"{issuer}/par"
             metadata["require_pushed_authorization_requests"] = self._require_par

@@ -153,6 +153,8 @@ class TokenRecord:
     issued_at: float
     #: Every token descended from one authorization code shares it (RFC 9700 §4.14.2).
     family: str = ""
+    #: RFC 9449: the thumbprint of the DPoP key the token is bound to, or None (bearer).
+    jkt: str | None = None
     #: Revoked: RFC 7009, the family revoked on reuse, or its code used twice.
     revoked: bool = False
     #: Its refresh token was spent: rotated into a new one (RFC 9700 §4.14.2).
@@ -201,6 +203,8 @@ class _CodeRecord:
     resource: tuple[str, ...]
     expires_at: float
     tokens: list[TokenRecord] = field(default_factory=list)
+    #: OIDC Core §3.1.2.1: the request's nonce, put into the ID token.
+    nonce: str | None = None
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -317,6 +321,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
             code_challenge_method=data["code_challenge_method"],
             resource=tuple(request.payload.datalist.get("resource", ())),
             expires_at=time.monotonic() + CODE_LIFETIME,
+            nonce=data.get("nonce"),
         )
 
     def query_authorization_code(self, code: str, client: ClientRecord) -> _CodeRecord | None:
@@ -512,6 +517,16 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
         code_record = getattr(request, "code_record", None)
         if code_record is not None:
             code_record.tokens.append(record)
+            keys = self.backend.keys
+            if keys is not None and "openid" in record.scope.split():
+                # OIDC Core §3.1.3.3: the ID token comes with the code grant's response.
+                token["id_token"] = keys.id_token(
+                    issuer=self.backend.issuer,
+                    client_id=record.client_id,
+                    subject=self.backend.user.get_user_id(),
+                    nonce=code_record.nonce,
+                    access_token=record.access_token,
+                )
 
     def create_oauth2_request(self, request: Any) -> Any:
         if isinstance(request, OAuth2Request):
@@ -576,6 +591,8 @@ class OAuthBackend:
         self.used_codes: dict[str, _CodeRecord] = {}
         self.tokens: list[TokenRecord] = []
         self.user = _User()
+        #: The signing keys of ID tokens (``_modern.Keys``), or None: no ID tokens.
+        self.keys: Any = None
         server = _Server(self)
         server.register_token_generator(
             "default",

@@ -25,6 +25,7 @@ from anyio.abc import SocketAttribute, SocketListener
 
 from .._receiver._tasks import background
 from ._http import HttpRequest, HttpResponse, HttpServer, bind_loopback
+from ._modern import DPoPGuard
 
 if TYPE_CHECKING:
     from . import AuthorizationServer
@@ -45,6 +46,11 @@ class ProtectedResource:
         clients fall back to the well-known URLs.
     :param metadata_resource: publish this ``resource`` instead of our own URL (to test that
         clients refuse metadata that speaks for another resource, RFC 9728 §3.3).
+    :param dpop_nonce: demand the resource server's own nonce in DPoP proofs (RFC 9449 §9).
+
+    DPoP-bound tokens (from a server started with ``dpop=True``) are accepted only as
+    ``Authorization: DPoP`` with a proof of their key (``htm``, ``htu``, ``ath``); sent as
+    Bearer they are refused.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class ProtectedResource:
         challenge_scope: bool = True,
         advertise_metadata: bool = True,
         metadata_resource: str | None = None,
+        dpop_nonce: bool = False,
     ) -> None:
         if not path.startswith("/"):
             msg = f"path must start with '/', such as '/mcp', not {path!r}."
@@ -71,6 +78,7 @@ class ProtectedResource:
         self._challenge_scope = challenge_scope
         self._advertise = advertise_metadata
         self._metadata_resource = metadata_resource
+        self._dpop = DPoPGuard(require_nonce=dpop_nonce)
         self._port: int | None = None
         self._stack: AsyncExitStack | None = None
         #: (method, path, status) of every request, for assertions in tests.
@@ -155,17 +163,36 @@ class ProtectedResource:
             return _json(404, {"error": "not_found"})
         authorization = request.headers.get("authorization", "")
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if scheme.lower() not in ("bearer", "dpop") or not value.strip():
             return self._challenge(401, None)
         token = self._find(value.strip())
         if token is None:
             return self._challenge(401, "invalid_token")
+        if token.jkt is not None or scheme.lower() == "dpop":
+            refused = self._check_dpop(request, scheme.lower(), value.strip(), token.jkt)
+            if refused is not None:
+                return refused
         granted = set(token.scope.split())
         missing = [s for s in self._required if s not in granted]
         if missing:
             return self._challenge(403, "insufficient_scope")
         body = {"ok": True, "scope": token.scope, "client_id": token.client_id}
         return _json(200, body)
+
+    def _check_dpop(
+        self, request: HttpRequest, scheme: str, access_token: str, jkt: str | None
+    ) -> HttpResponse | None:
+        """RFC 9449 §7.1: a bound token needs the DPoP scheme and a proof of its key."""
+        if scheme != "dpop" or jkt is None:
+            return self._challenge(401, "invalid_token", dpop=True)
+        checked = self._dpop.check(
+            request.headers, htm=request.method, htu=self.url, access_token=access_token, jkt=jkt
+        )
+        if isinstance(checked, str):
+            return None
+        response = self._challenge(401, checked.error, dpop=True)
+        response.headers.append(("DPoP-Nonce", self._dpop.nonce))
+        return response
 
     def _find(self, access_token: str) -> Any:
         backend = self.server._require_backend()
@@ -179,7 +206,7 @@ class ProtectedResource:
             return record
         return None
 
-    def _challenge(self, status: int, error: str | None) -> HttpResponse:
+    def _challenge(self, status: int, error: str | None, *, dpop: bool = False) -> HttpResponse:
         params: list[str] = []
         if error is not None:
             params.append(f'error="{error}"')
@@ -187,7 +214,8 @@ class ProtectedResource:
             params.append(f'scope="{" ".join(self._required)}"')
         if self._advertise:
             params.append(f'resource_metadata="{self.metadata_url}"')
-        challenge = "Bearer" + (" " + ", ".join(params) if params else "")
+        scheme = "DPoP" if dpop else "Bearer"
+        challenge = scheme + (" " + ", ".join(params) if params else "")
         response = _json(status, {"error": error or "unauthorized"})
         response.headers.append(("WWW-Authenticate", challenge))
         return response

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     pass
 
 from ._browser import CONSENT_HEADER
+from ._modern import DPoPGuard
 from ._par import LIFETIME as PAR_LIFETIME
 from ._par import PushedRequests
 
@@ -70,6 +71,9 @@ class Switches:
     #: Serve the RFC 7009 revocation endpoint.
     revocation: bool = True
     exact_redirect_match: bool = False
+    #: RFC 9449: DPoP-bound tokens when the client sends a proof (``dpop_nonce``: nonces too).
+    dpop: bool = False
+    dpop_nonce: bool = False
 
 
 class Routes:
@@ -90,6 +94,8 @@ class Routes:
         self.registrations_refused = 0
         self._tickets: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._pushed = PushedRequests()
+        #: The token endpoint's DPoP checks and nonce (None: DPoP off).
+        self.dpop = DPoPGuard(require_nonce=switches.dpop_nonce) if switches.dpop else None
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -126,7 +132,13 @@ class Routes:
             refused = await self._look_up_document(_form_values(request, "client_id"), known=True)
             if refused is not None:
                 return token_error_response("invalid_client", refused)
+            if self.dpop is not None:
+                return self._dpop_token(backend, request, self.dpop)
             return backend.token(request)
+        if path == f"{prefix}/jwks" and backend.keys is not None:
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed("GET")
+            return _json(200, backend.keys.jwks())
         if self._switches.par and path == f"{prefix}/par":
             if request.method != "POST":
                 return _not_allowed("POST")
@@ -148,6 +160,37 @@ class Routes:
                 return _not_allowed("GET")
             return _protected_resource(backend, request)
         return _page(404, "Not found", "There is nothing at this path on the test server.")
+
+    def _dpop_token(
+        self, backend: OAuthBackend, request: HttpRequest, guard: DPoPGuard
+    ) -> HttpResponse:
+        """RFC 9449 §5: a token request with a proof gets a DPoP-bound token; a bound refresh
+        token is refreshed only with a proof of its key."""
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        bound: str | None = None
+        if form.get("grant_type") == "refresh_token":
+            for record in backend.tokens:
+                if record.refresh_token == form.get("refresh_token"):
+                    bound = record.jkt
+        htu = f"http://127.0.0.1:{self._port}{self._switches.path_prefix}/token"
+        if "dpop" not in request.headers and bound is None:
+            return backend.token(request)  # a bearer client: DPoP is offered, not required
+        checked = guard.check(request.headers, htm="POST", htu=htu, jkt=bound)
+        if not isinstance(checked, str):
+            error = checked.error if "dpop" in request.headers else "invalid_dpop_proof"
+            response = _json(400, {"error": error, "error_description": checked.message})
+            response.headers.append(("DPoP-Nonce", guard.nonce))
+            return response
+        count = len(backend.tokens)
+        response = backend.token(request)
+        if response.status == 200 and len(backend.tokens) > count:
+            body = json.loads(response.body)
+            body["token_type"] = "DPoP"  # noqa: S105  (RFC 9449 §5, not a secret)
+            backend.tokens[-1].jkt = checked
+            backend.tokens[-1].token_type = "DPoP"  # noqa: S105
+            response.body = json.dumps(body).encode()
+        response.headers.append(("DPoP-Nonce", guard.next_nonce()))
+        return response
 
     def _push(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
         """RFC 9126 §2: check the pushed parameters as a front-channel request, keep them."""
