@@ -87,7 +87,8 @@ async def _token_request(
 ) -> httpx2.Response:
     headers = {"DPoP": proof} if proof else {}
     async with httpx2.AsyncClient(trust_env=False) as http:
-        return await http.post(server.token_endpoint, data=form, headers=headers)
+        reply: httpx2.Response = await http.post(server.token_endpoint, data=form, headers=headers)
+    return reply
 
 
 async def test_a_stolen_refresh_token_and_a_replayed_proof_are_refused() -> None:
