@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the token response as JSON on stdout"
     )
     login.add_argument(
+        "--browser-command",
+        metavar="CMD",
+        help="open the browser with this command (e.g. 'firefox --new-window'); it is given "
+        "a private sign-in page's file:// URL, never the authorization URL (default: "
+        "$BROWSER, wslview/explorer.exe in WSL, else the system's)",
+    )
+    login.add_argument(
         "--no-store",
         action="store_true",
         help="do not save the login in the token store (by default it is saved, so "
