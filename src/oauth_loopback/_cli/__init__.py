@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the token response as JSON on stdout"
     )
     login.add_argument(
+        "--public-redirect-uri",
+        metavar="URL",
+        help="forwarded setups (Codespaces, ssh -L, a proxy): send the server this redirect URI "
+        "('{port}' is filled in) while listening on loopback only, e.g. "
+        "'https://{port}-name.app.github.dev/callback' or 'http://127.0.0.1:9000/callback'",
+    )
+    login.add_argument(
         "--browser-command",
         metavar="CMD",
         help="open the browser with this command (e.g. 'firefox --new-window'); it is given "

@@ -49,11 +49,16 @@ def describe_token(token: Token) -> str:
 
 
 def _login_config(args: argparse.Namespace) -> CallbackConfig:
+    public = getattr(args, "public_redirect_uri", None)
     if args.legacy_port:
-        return CallbackConfig(port=LEGACY_CALLBACK_PORT, app_name="oauth-loopback")
+        return CallbackConfig(
+            port=LEGACY_CALLBACK_PORT, app_name="oauth-loopback", public_redirect_uri=public
+        )
     if args.redirect_uri is not None:
-        return CallbackConfig(redirect_uri=args.redirect_uri, app_name="oauth-loopback")
-    return CallbackConfig(port=args.port, app_name="oauth-loopback")
+        return CallbackConfig(
+            redirect_uri=args.redirect_uri, app_name="oauth-loopback", public_redirect_uri=public
+        )
+    return CallbackConfig(port=args.port, app_name="oauth-loopback", public_redirect_uri=public)
 
 
 def _write_private(path: Path, text: str) -> None:
