@@ -13,6 +13,7 @@ Everything the library raises on purpose derives from :class:`OAuthLoopbackError
     ├── AuthorizationError           the server said error=... (RFC 6749 §4.1.2.1)
     │   ├── AuthorizationDenied      ... error=access_denied: the user (or policy) said no
     │   ├── TokenError               the token endpoint refused (RFC 6749 §5.2)
+    │   ├── DeviceCodeExpired        a device login's code expired first (RFC 8628 §3.5)
     │   └── PushedAuthorizationError the PAR endpoint refused (RFC 9126 §2.3)
     ├── IssuerMismatch               RFC 9207: the response came from the wrong issuer
     ├── DiscoveryError               no usable server metadata (RFC 8414)
@@ -51,6 +52,7 @@ __all__ = [
     "CallbackTimeout",
     "ClientRejected",
     "DPoPError",
+    "DeviceCodeExpired",
     "DPoPKeyInvalid",
     "DPoPProofRejected",
     "DiscoveryError",
@@ -505,6 +507,21 @@ def _rebuild_resource_error(
     message: str, tried: tuple[tuple[str, str], ...]
 ) -> ResourceDiscoveryError:
     return ResourceDiscoveryError(message, tried=tried)
+
+
+class DeviceCodeExpired(AuthorizationError):
+    """A device login (RFC 8628) was not finished before its code expired (``expired_token``)."""
+
+    def __init__(self, expires_in: float = 0.0) -> None:
+        super().__init__("expired_token", "the device code expired")
+        self.expires_in = expires_in
+        self.args = (
+            f"Nobody finished the device sign-in within {expires_in:g} seconds, so its code "
+            f"expired (RFC 8628 §3.5). Start the login again and enter the new code sooner.",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.expires_in,))
 
 
 class PushedAuthorizationError(AuthorizationError):

@@ -105,7 +105,12 @@ async def test_metadata_document_has_rfc8414_fields(http: httpx2.AsyncClient) ->
         assert doc["registration_endpoint"] == f"{server.issuer}/register"
         assert doc["code_challenge_methods_supported"] == ["S256"]
         assert doc["response_types_supported"] == ["code"]
-        assert doc["grant_types_supported"] == ["authorization_code", "refresh_token"]
+        assert doc["grant_types_supported"] == [
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",  # RFC 8628, on by default
+        ]
+        assert doc["device_authorization_endpoint"] == f"{server.issuer}/device_authorization"
         assert "none" in doc["token_endpoint_auth_methods_supported"]
         assert doc["scopes_supported"] == ["read", "write"]
         assert doc["authorization_response_iss_parameter_supported"] is True

@@ -92,13 +92,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"check this fixed port instead of the legacy {LEGACY_CALLBACK_PORT}; "
         "exit status 1 if it is busy",
     )
-    sub.add_parser(
+    demo_parser = sub.add_parser(
         "demo",
         help="run a complete login against an embedded authorization server",
         description="Start an embedded OAuth 2.0 authorization server on 127.0.0.1 and log in "
         "to it with authorize() and a headless browser stand-in, printing each step (bind, "
         "discovery, registration, redirect, callback, token) with its time. Nothing external "
         "is contacted. Exit status 0 means the whole login worked.",
+    )
+    demo_parser.add_argument(
+        "--device", action="store_true", help="show the device login (RFC 8628) instead"
     )
     login = sub.add_parser(
         "login",
@@ -157,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     login.add_argument(
         "--json", action="store_true", help="print the token response as JSON on stdout"
+    )
+    login.add_argument(
+        "--device",
+        action="store_true",
+        help="log in with a code entered on any device (RFC 8628 device grant): for SSH and "
+        "containers; chosen by itself when no browser can open here and nobody can paste",
     )
     login.add_argument(
         "--public-redirect-uri",
@@ -224,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return anyio.run(doctor, args.port, args.backend, backend=args.backend)
         if args.command == "demo":
-            return anyio.run(demo, args.backend, backend=args.backend)
+            return anyio.run(demo, args.backend, args.device, backend=args.backend)
         if args.command == "login":
             return anyio.run(login, args, backend=args.backend)
         if args.command == "cimd":

@@ -17,9 +17,12 @@ __all__ = ["demo"]
 from ._login import describe_token
 
 
-async def demo(backend: str) -> int:
+async def demo(backend: str, device: bool = False) -> int:
     from .. import testing
     from .._login._authorize import authorize
+
+    if device:
+        return await _device_demo(backend)
 
     print(
         f"oauth-loopback demo (backend {backend}): a complete login against an embedded "
@@ -53,4 +56,38 @@ async def demo(backend: str) -> int:
     print(f"  result                   {describe_token(token)}")
     print(f"  total       {total * 1e3:8.2f} ms")
     print("ok: the login completed (run 'oauth-loopback login ISSUER' for a real one)")
+    return 0
+
+
+async def _device_demo(backend: str) -> int:
+    """``demo --device``: the device grant (RFC 8628), the user played by the demo."""
+    from .. import testing
+    from .._login._device import DeviceCode, device_login
+
+    print(
+        f"oauth-loopback demo --device (backend {backend}): a device login (RFC 8628) against "
+        f"an embedded authorization server; the demo plays the user who enters the code"
+    )
+    try:
+        async with testing.AuthorizationServer(device_interval=0.2) as server:
+            print(f"  server        {server.issuer} (embedded, device grant on)")
+            started = time.perf_counter()
+
+            def show(code: DeviceCode) -> None:
+                print(f"  code          {code.user_code} at {code.verification_uri}")
+                server.approve_device(code.user_code)
+                print("  user          approved on the verification page")
+
+            token = await device_login(
+                server.issuer, show_code=show, app_name="oauth-loopback demo"
+            )
+            total = time.perf_counter() - started
+    except OAuthLoopbackError as exc:
+        print(f"demo FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"  result        {describe_token(token)}")
+    print(f"  total       {total * 1e3:8.2f} ms")
+    print(
+        "ok: the device login completed (run 'oauth-loopback login ISSUER --device' for a real one)"
+    )
     return 0

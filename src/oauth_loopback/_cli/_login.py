@@ -189,6 +189,7 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
         if args.scope is None:
             args.scope = selected
         print(f"The resource is guarded by {found.issuer} (from {found.url}).", file=sys.stderr)
+    auto_device = open_browser is None and _no_browser_here(args)
     problem = check_output(args.output)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
@@ -212,6 +213,10 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
         )
 
     config = _login_config(args)
+    if args.device or auto_device:
+        token = await _device(args, client_secret, metadata, explicit=args.device)
+        if token is not None:
+            return await _finish(args, token)
     async with background() as tg:
         if live:
             tg.start_soon(status_line, opened, done, args.timeout or config.timeout)
@@ -236,6 +241,11 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
             )
         finally:
             done.set()
+    return await _finish(args, token)
+
+
+async def _finish(args: argparse.Namespace, token: Token) -> int:
+    """Save the login (unless --no-store) and print or write the token as asked."""
     if not args.no_store:
         await _save(args, token)
     document = json.dumps(dict(token), indent=2, sort_keys=True) + "\n"
@@ -275,3 +285,53 @@ async def _save(args: argparse.Namespace, token: Token) -> None:
         f"prints a valid token from now on.",
         file=sys.stderr,
     )
+
+
+def _no_browser_here(args: argparse.Namespace) -> bool:
+    """No browser can open here and nobody can paste: the device grant is the way in."""
+    if args.no_browser or args.browser_command or os.environ.get("BROWSER"):
+        return False
+    if sys.stdin is not None and sys.stdin.isatty():
+        return False  # a person is here: the paste fallback works
+    if not sys.platform.startswith("linux"):
+        return False
+    from .._login._browser import in_wsl
+
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or in_wsl())
+
+
+async def _device(
+    args: argparse.Namespace,
+    client_secret: str | None,
+    metadata: dict[str, object] | None,
+    *,
+    explicit: bool,
+) -> Token | None:
+    """The device login (RFC 8628); None when chosen by itself and the server has none."""
+    from .._errors import UnsupportedServer
+    from .._login._device import DeviceCode, device_login
+
+    def show(code: DeviceCode) -> None:
+        where = code.verification_uri_complete or code.verification_uri
+        print(
+            f"To sign in, open {code.verification_uri} on any device and enter the code\n\n"
+            f"  {code.user_code}\n\n(or open {where} directly). Waiting for you to finish; "
+            f"the code expires in {int(code.expires_in)} s. Ctrl-C to cancel.",
+            file=sys.stderr,
+        )
+
+    try:
+        return await device_login(
+            args.issuer,
+            show_code=show,
+            client_id=args.client_id,
+            client_secret=client_secret,
+            scope=args.scope,
+            resource=args.resource,
+            metadata=metadata,
+            app_name="oauth-loopback",
+        )
+    except UnsupportedServer:
+        if explicit:
+            raise
+        return None

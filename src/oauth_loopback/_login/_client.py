@@ -117,6 +117,27 @@ class Client:
         assert isinstance(response, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
         return response
 
+    async def post_form(self, url: str, form: Mapping[str, str]) -> httpx2.Response:
+        """A form POST with the client authenticated as at the token endpoint (RFC 6749 §2.3)."""
+        method = self._authlib.token_endpoint_auth_method
+        auth = self._authlib.client_auth(method)
+        try:
+            response = await self._authlib.request(
+                "POST",
+                url,
+                data=dict(form),
+                auth=auth,
+                withhold_token=True,
+                # Explicit: with an empty form httpx2 sets no content type, and the client
+                # authentication then adds client_id to a body the server cannot read.
+                headers=_FORM_HEADERS,
+            )
+        except httpx2.TransportError as exc:
+            msg = f"Could not reach {url} ({type(exc).__name__}: {exc}). Check the network."
+            raise ServerUnreachable(msg) from exc
+        assert isinstance(response, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
+        return response
+
     def authorization_url(
         self,
         endpoint: str,

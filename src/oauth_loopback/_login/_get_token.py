@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .._config import CallbackConfig
     from ._authorize import ShowURL
     from ._browser import BrowserOpener
+    from ._device import ShowCode
 
 __all__ = ["get_token", "obtain"]
 
@@ -61,6 +62,8 @@ async def get_token(
     paste: bool = False,
     show_url: ShowURL | None = None,
     browser_command: str | None = None,
+    method: str = "browser",
+    show_code: ShowCode | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     metadata: Mapping[str, object] | None = None,
 ) -> Token:
@@ -84,6 +87,10 @@ async def get_token(
         through the resource's RFC 9728 metadata (its 401 challenge, else the well-known
         URLs), its ``resource`` must match, and without ``scope`` the scope is the
         challenge's, else the metadata's ``scopes_supported``, else none.
+
+    :param method: how the user logs in when a login is needed: ``"browser"`` (the loopback
+        redirect) or ``"device"`` (RFC 8628: a code entered on any device; for SSH and
+        containers), which needs ``show_code(code)`` to tell the user the code.
 
     ``config``, ``open_browser``, ``timeout``, ``paste``, ``show_url``, ``transport`` and
     ``metadata`` are :func:`authorize`'s, used when the user must log in (``transport`` and
@@ -111,6 +118,8 @@ async def get_token(
         paste=paste,
         show_url=show_url,
         browser_command=browser_command,
+        method=method,
+        show_code=show_code,
         transport=transport,
         metadata=metadata,
         refused=None,
@@ -131,6 +140,8 @@ async def obtain(
     paste: bool,
     show_url: ShowURL | None,
     browser_command: str | None = None,
+    method: str = "browser",
+    show_code: ShowCode | None = None,
     transport: httpx2.AsyncBaseTransport | None,
     metadata: Mapping[str, object] | None,
     refused: str | None,
@@ -138,6 +149,12 @@ async def obtain(
     """:func:`get_token`, plus ``refused``: an access token a resource server has just refused
     (HTTP 401), which is then not returned again even if its expiry says it is valid."""
     _check(store, issuer, client_id, client_secret, scope)
+    if method not in ("browser", "device"):
+        msg = f"method= is 'browser' or 'device' (RFC 8628), not {method!r}."
+        raise ValueError(msg)
+    if method == "device" and show_code is None:
+        msg = "method='device' needs show_code=, to tell the user the code and where to enter it."
+        raise TypeError(msg)
     key = LoginKey(issuer, resource)
     stored = _usable_token(await store.load(key), client_id, scope, refused)
     if stored is not None:
@@ -164,6 +181,8 @@ async def obtain(
             paste=paste,
             show_url=show_url,
             browser_command=browser_command,
+            method=method,
+            show_code=show_code,
             transport=transport,
             metadata=metadata,
         )
@@ -317,6 +336,8 @@ async def _refresh_or_login(
     paste: bool,
     show_url: ShowURL | None,
     browser_command: str | None = None,
+    method: str = "browser",
+    show_code: ShowCode | None = None,
     transport: httpx2.AsyncBaseTransport | None,
     metadata: Mapping[str, object] | None,
 ) -> Token:
@@ -381,22 +402,42 @@ async def _refresh_or_login(
         else:
             assert saved.tokens is not None  # noqa: S101  (just saved)
             return token_from_stored(saved.tokens, saved.client, saved.dpop_key)
-    token = await authorize(
-        issuer,
-        client_id=client_id,
-        client_secret=client_secret,
-        client=client,
-        scope=scope,
-        resource=resource,
-        config=config,
-        open_browser=open_browser,
-        timeout=timeout,
-        paste=paste,
-        show_url=show_url,
-        browser_command=browser_command,
-        transport=transport,
-        metadata=server.document,
-    )
+    if method == "device":
+        from ._device import device_login
+
+        if show_code is None:
+            msg = (
+                "method='device' needs show_code=, to tell the user the code and where to enter it."
+            )
+            raise TypeError(msg)
+        token = await device_login(
+            issuer,
+            show_code=show_code,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+            resource=resource,
+            transport=transport,
+            metadata=server.document,
+            app_name=config.app_name if config is not None else "the application",
+        )
+    else:
+        token = await authorize(
+            issuer,
+            client_id=client_id,
+            client_secret=client_secret,
+            client=client,
+            scope=scope,
+            resource=resource,
+            config=config,
+            open_browser=open_browser,
+            timeout=timeout,
+            paste=paste,
+            show_url=show_url,
+            browser_command=browser_command,
+            transport=transport,
+            metadata=server.document,
+        )
     with anyio.CancelScope(shield=True):  # the user just signed in: do not lose it now
         saved = await store.save(
             dataclasses.replace(

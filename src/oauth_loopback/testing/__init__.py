@@ -188,6 +188,9 @@ class AuthorizationServer:
         dpop: bool = False,
         dpop_nonce: bool = False,
         id_tokens: bool = True,
+        device_grant: bool = True,
+        device_interval: float = 5.0,
+        device_code_lifetime: float = 600.0,
         rotate_refresh_tokens: bool = True,
         detect_refresh_token_reuse: bool = False,
         registration_limit: int | None = None,
@@ -243,6 +246,10 @@ class AuthorizationServer:
         self._dpop_nonce = dpop_nonce
         # OpenID Connect: ID tokens for scope openid, signed with keys served at /jwks.
         self._id_tokens = id_tokens
+        # RFC 8628: the device authorization grant; tests shrink the poll interval.
+        self._device_grant = device_grant
+        self._device_interval = float(device_interval)
+        self._device_code_lifetime = float(device_code_lifetime)
         self._rotate_refresh_tokens = rotate_refresh_tokens
         self._detect_refresh_token_reuse = detect_refresh_token_reuse
         self._registration_limit = registration_limit
@@ -306,6 +313,10 @@ class AuthorizationServer:
             )
             if self._id_tokens:
                 self._backend.keys = Keys()
+            if self._device_grant:
+                self._backend.enable_device_grant(
+                    interval=self._device_interval, lifetime=self._device_code_lifetime
+                )
             self._metadata = MappingProxyType(self._build_metadata())
             self._backend.metadata = self._metadata
             validate_metadata(self._metadata)
@@ -519,6 +530,27 @@ class AuthorizationServer:
         )
         return client_id
 
+    def approve_device(self, user_code: str) -> None:
+        """Play the user at the verification page: approve the device login with ``user_code``."""
+        self._device_codes().approve(user_code)
+
+    def deny_device(self, user_code: str) -> None:
+        """Play the user at the verification page: deny the device login with ``user_code``."""
+        self._device_codes().deny(user_code)
+
+    @property
+    def device_slow_downs(self) -> int:
+        """How often a device client was told to slow down (RFC 8628 §3.5)."""
+        slow_downs: int = self._device_codes().slow_downs
+        return slow_downs
+
+    def _device_codes(self) -> Any:
+        codes = self._require_backend().device_codes
+        if codes is None:
+            msg = "This server has the device grant off (device_grant=False)."
+            raise RuntimeError(msg)
+        return codes
+
     def rotate_signing_key(self, *, drop_old: bool = False) -> str:
         """Sign ID tokens with a new key from now on (its ``kid`` is returned); the old key
         stays in ``/jwks`` unless ``drop_old``. Clients must fetch the JWKS again."""
@@ -567,6 +599,12 @@ class AuthorizationServer:
             metadata["scopes_supported"] = list(self._scopes_supported)
         if self._issue_iss:
             metadata["authorization_response_iss_parameter_supported"] = True  # RFC 9207 §3
+        if self._device_grant:  # RFC 8628 §4
+            metadata["device_authorization_endpoint"] = f"{issuer}/device_authorization"
+            metadata["grant_types_supported"] = [
+                *metadata["grant_types_supported"],
+                "urn:ietf:params:oauth:grant-type:device_code",
+            ]
         if self._dpop:  # RFC 9449 §5.1
             metadata["dpop_signing_alg_values_supported"] = ["ES256"]
         if self._id_tokens:  # RFC 8414 §2, OIDC Discovery §3

@@ -48,6 +48,7 @@ from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 from authlib.oidc.registration import ClientMetadataClaims as OidcClientMetadataClaims
 
 from .._loopback import loopback_http_uri
+from ._device import DEVICE_GRANT, DeviceCodes, device_endpoint, device_grant
 from ._http import HttpRequest, HttpResponse
 
 __all__ = [
@@ -439,7 +440,10 @@ class _RegistrationEndpoint(rfc7591.ClientRegistrationEndpoint):  # type: ignore
             msg = "Send the client metadata as a JSON object (RFC 7591 section 3.1)."
             raise InvalidRequestError(msg)
         uris = request.payload.data.get("redirect_uris")
-        if (
+        grants_asked = request.payload.data.get("grant_types") or ()
+        if uris is None and isinstance(grants_asked, list) and DEVICE_GRANT in grants_asked:
+            uris = []  # RFC 8628 §3.1: a device client is never redirected anywhere
+        elif (
             not isinstance(uris, list)
             or not uris
             or not all(isinstance(u, str) and is_loopback_http(u) for u in uris)
@@ -475,7 +479,7 @@ class _RegistrationEndpoint(rfc7591.ClientRegistrationEndpoint):  # type: ignore
         backend: OAuthBackend = self.server.backend
         client = ClientRecord(
             client_id=client_info["client_id"],
-            redirect_uris=tuple(client_metadata["redirect_uris"]),
+            redirect_uris=tuple(client_metadata.get("redirect_uris") or ()),
             application_type=client_metadata.get("application_type", "web"),
             token_endpoint_auth_method=client_metadata["token_endpoint_auth_method"],
             client_secret=client_info.get("client_secret"),
@@ -612,7 +616,25 @@ class OAuthBackend:
             )
         if revocation:
             server.register_endpoint(_RevocationEndpoint)
+        #: RFC 8628 device logins (``enable_device_grant``), or None.
+        self.device_codes: DeviceCodes | None = None
         self._server = server
+
+    def enable_device_grant(self, *, interval: float, lifetime: float) -> DeviceCodes:
+        """Serve the device authorization grant (RFC 8628) with ``interval`` between polls."""
+        codes = DeviceCodes(interval=interval, lifetime=lifetime)
+        self._server.register_endpoint(device_endpoint(codes, f"{self.issuer}/device"))
+        self._server.register_grant(device_grant(codes, self.user))
+        self.device_codes = codes
+        return codes
+
+    def device_authorization(self, request: HttpRequest) -> HttpResponse:
+        response: HttpResponse | None = self._server.create_endpoint_response(
+            "device_authorization", request
+        )
+        if response is None:  # pragma: no cover  (authlib always answers this endpoint)
+            return HttpResponse(500, b"", [])
+        return response
 
     def add_client(self, client: ClientRecord) -> None:
         self.clients[client.client_id] = client

@@ -135,6 +135,12 @@ class Routes:
             if self.dpop is not None:
                 return self._dpop_token(backend, request, self.dpop)
             return backend.token(request)
+        if path == f"{prefix}/device_authorization" and backend.device_codes is not None:
+            if request.method != "POST":
+                return _not_allowed("POST")
+            return backend.device_authorization(request)
+        if path == f"{prefix}/device" and backend.device_codes is not None:
+            return self._device_page(request)
         if path == f"{prefix}/jwks" and backend.keys is not None:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed("GET")
@@ -191,6 +197,29 @@ class Routes:
             response.body = json.dumps(body).encode()
         response.headers.append(("DPoP-Nonce", guard.next_nonce()))
         return response
+
+    def _device_page(self, request: HttpRequest) -> HttpResponse:
+        """The verification page (RFC 8628 §3.3): enter or confirm the code, approve or deny."""
+        codes = self._backend.device_codes
+        assert codes is not None  # noqa: S101  (routed only when on)
+        if request.method == "POST":
+            fields = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+            credential = codes.by_user_code(fields.get("user_code", ""))
+            if credential is None or credential.is_expired():
+                return _page(400, "Unknown code", "No device sign-in is waiting for this code.")
+            credential.approved = fields.get("decision") == "approve"
+            said = "approved" if credential.approved else "denied"
+            return _page(200, f"Device sign-in {said}", "You can return to your device.")
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, POST")
+        code = dict(parse_qsl(request.query)).get("user_code", "")
+        body = (
+            "<h1>Sign in on a device</h1><form method=post>"
+            f'<input name=user_code value="{html.escape(code)}">'
+            "<button name=decision value=approve>Approve</button>"
+            "<button name=decision value=deny>Deny</button></form>"
+        )
+        return _html(200, "Device sign-in", body)
 
     def _push(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
         """RFC 9126 §2: check the pushed parameters as a front-channel request, keep them."""
