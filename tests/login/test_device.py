@@ -27,11 +27,12 @@ async def test_approved_device_login_returns_the_token(caplog: pytest.LogCapture
             server.approve_device(shown[0].user_code)
 
         async with anyio.create_task_group() as tg:
-            token = await device_login(
-                server.issuer,
-                scope="read",
-                show_code=lambda code: (shown.append(code), tg.start_soon(user)),
-            )
+
+            def show(code: DeviceCode) -> None:
+                shown.append(code)
+                tg.start_soon(user)
+
+            token = await device_login(server.issuer, scope="read", show_code=show)
         (issued,) = server.issued_tokens
     assert token.access_token == issued.access_token
     assert issued.grant_type == "urn:ietf:params:oauth:grant-type:device_code"
@@ -83,9 +84,12 @@ async def test_slow_down_makes_the_client_poll_more_slowly(monkeypatch: pytest.M
         shown: list[str] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(user, shown)
-            token = await device_login(
-                server.issuer, show_code=lambda code: (shown.append(code.user_code), show(code))
-            )
+
+            def show_and_record(code: DeviceCode) -> None:
+                shown.append(code.user_code)
+                show(code)
+
+            token = await device_login(server.issuer, show_code=show_and_record)
         (credential,) = codes.by_device.values()
     assert token.access_token
     assert server.device_slow_downs >= 1
