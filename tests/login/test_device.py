@@ -42,8 +42,10 @@ async def test_approved_device_login_returns_the_token(caplog: pytest.LogCapture
     assert code.verification_uri == f"{server.issuer}/device"
     assert code.verification_uri_complete is not None
     assert code.user_code in code.verification_uri_complete
-    assert code.device_code not in repr(code)
-    assert all(code.device_code not in record.getMessage() for record in caplog.records)
+    device_code = next(iter(server._device_codes().by_device))
+    assert device_code not in repr(code)
+    assert not hasattr(code, "device_code")
+    assert all(device_code not in record.getMessage() for record in caplog.records)
 
 
 async def test_a_denied_device_login_is_authorization_denied() -> None:
@@ -72,7 +74,8 @@ async def test_slow_down_makes_the_client_poll_more_slowly(monkeypatch: pytest.M
         codes = server._device_codes()
 
         def show(code: DeviceCode) -> None:
-            codes.by_device[code.device_code].interval = 0.1  # enforced from now on
+            (credential,) = codes.by_device.values()
+            credential.interval = 0.1  # enforced from now on
 
         async def user(shown: list[str]) -> None:
             # The test's user answers once the server has said slow_down (bounded).
@@ -120,3 +123,84 @@ async def test_get_token_with_the_device_method_stores_and_reuses_the_login() ->
     assert len(shown) == 1
     with pytest.raises(TypeError, match="show_code"):
         await ol.get_token("https://as.example", store=ol.MemoryTokenStore(), method="device")
+
+
+def _scripted(device_reply: dict[str, object], seen: list[str]) -> object:
+    import httpx2
+
+    issuer = "https://as.example"
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx2.Response(
+                200,
+                json={
+                    "issuer": issuer,
+                    "authorization_endpoint": f"{issuer}/authorize",
+                    "token_endpoint": f"{issuer}/token",
+                    "device_authorization_endpoint": f"{issuer}/device_authorization",
+                    "code_challenge_methods_supported": ["S256"],
+                    "response_types_supported": ["code"],
+                },
+            )
+        if request.url.path == "/device_authorization":
+            return httpx2.Response(200, json=device_reply)
+        if request.url.path == "/token":
+            return httpx2.Response(200, json={"access_token": "at", "token_type": "Bearer"})
+        return httpx2.Response(404)
+
+    return httpx2.MockTransport(handle)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("user_code", "ABCD\x1b]52;c;Zm9v\x07", id="escape-in-user-code"),
+        pytest.param("verification_uri", "javascript:alert(1)", id="javascript-uri"),
+        pytest.param("verification_uri_complete", "http://evil.example/x", id="plain-http-uri"),
+    ],
+)
+async def test_hostile_text_from_the_server_is_never_shown(field: str, value: str) -> None:
+    """A user code with terminal escapes, or a non-https URI, is refused before show_code."""
+    reply: dict[str, object] = {
+        "device_code": "dc",
+        "user_code": "ABCD-EFGH",
+        "verification_uri": "https://as.example/device",
+        field: value,
+    }
+    shown: list[DeviceCode] = []
+    with pytest.raises(ol.UnsupportedServer):
+        await device_login(
+            "https://as.example",
+            client_id="c",
+            show_code=shown.append,
+            transport=_scripted(reply, []),  # type: ignore[arg-type]
+        )
+    assert shown == []
+
+
+async def test_an_interval_of_zero_does_not_poll_in_a_tight_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """interval: 0 (or missing) means the default 5 s (RFC 8628 §3.2), not a busy loop."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr("oauth_loopback._login._device.anyio.sleep", sleep)
+    reply: dict[str, object] = {
+        "device_code": "dc",
+        "user_code": "ABCD-EFGH",
+        "verification_uri": "https://as.example/device",
+        "interval": 0,
+    }
+    token = await device_login(
+        "https://as.example",
+        client_id="c",
+        show_code=lambda code: None,
+        transport=_scripted(reply, []),  # type: ignore[arg-type]
+    )
+    assert token.access_token == "at"
+    assert waits == [_device.DEFAULT_INTERVAL]

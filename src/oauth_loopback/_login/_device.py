@@ -17,12 +17,18 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .._errors import AuthorizationDenied, DeviceCodeExpired, TokenError, UnsupportedServer
+from .._errors import (
+    AuthorizationDenied,
+    DeviceCodeExpired,
+    ServerUnreachable,
+    TokenError,
+    UnsupportedServer,
+)
 from .._store._records import ClientRegistration
 from ._client import Client, json_object, optional_str
 from ._metadata import Metadata, check_issuer, discover, given_metadata
@@ -46,8 +52,10 @@ DEFAULT_INTERVAL = 5.0
 class DeviceCode:
     """What the user needs to finish a device login (RFC 8628 §3.2), to show them.
 
-    ``repr()`` shows the user code and where to enter it (they are meant to be shown), never
-    the ``device_code``, which is the client's secret while the login is pending.
+    It holds only what is meant to be shown: the ``device_code`` (the client's secret while
+    the login is pending) never reaches ``show_code``. Both strings were checked: the user
+    code is printable text, the URIs are https (or http to loopback), so a hostile server
+    cannot write escape sequences to the terminal or send the user to a ``javascript:`` URL.
     """
 
     user_code: str
@@ -55,7 +63,6 @@ class DeviceCode:
     verification_uri_complete: str | None
     expires_in: float
     interval: float
-    device_code: str = field(repr=False)
 
 
 #: ``show_code(code)``: tell the user the code and URL (sync or async; library code never
@@ -110,11 +117,11 @@ async def device_login(
             registration.client_secret,
             registration.token_endpoint_auth_method,
         )
-        code = await _authorize_device(oauth, endpoint, scope, resource)
+        code, device_code = await _authorize_device(oauth, endpoint, scope, resource)
         shown = show_code(code)
         if inspect.isawaitable(shown):
             await shown
-        token = await _poll(oauth, server.token_endpoint, code, resource)
+        token = await _poll(oauth, server.token_endpoint, code, device_code, resource)
     token.client = registration
     return token
 
@@ -144,6 +151,10 @@ async def _client(
         raise UnsupportedServer(msg)
     body: dict[str, object] = {
         "client_name": app_name,
+        # Empty, not absent: servers default a missing response_types to ["code"] and then
+        # insist on redirect URIs (RFC 7591 §2).
+        "redirect_uris": [],
+        "response_types": [],
         "grant_types": [DEVICE_GRANT, "refresh_token"],
         "token_endpoint_auth_method": "none",
         "application_type": "native",
@@ -167,8 +178,8 @@ async def _client(
 
 async def _authorize_device(
     oauth: Client, endpoint: str, scope: str | None, resource: str | None
-) -> DeviceCode:
-    """RFC 8628 §3.1-3.2: ask for a device code."""
+) -> tuple[DeviceCode, str]:
+    """RFC 8628 §3.1-3.2: ask for a device code; the code to show, and the device_code."""
     form: dict[str, str] = {}
     if scope:
         form["scope"] = scope
@@ -194,29 +205,57 @@ async def _authorize_device(
             grant_type=DEVICE_GRANT,
         )
     complete = document.get("verification_uri_complete")
-    return DeviceCode(
-        user_code=str(user_code),
-        verification_uri=str(uri),
-        verification_uri_complete=complete if isinstance(complete, str) else None,
+    shown = DeviceCode(
+        user_code=_printable(str(user_code), "user_code"),
+        verification_uri=_safe_uri(str(uri), "verification_uri"),
+        verification_uri_complete=_safe_uri(complete, "verification_uri_complete")
+        if isinstance(complete, str)
+        else None,
         expires_in=_number(document.get("expires_in"), 1800.0),
         interval=_number(document.get("interval"), DEFAULT_INTERVAL),
-        device_code=str(device_code),
     )
+    return shown, str(device_code)
+
+
+def _printable(text: str, what: str) -> str:
+    if not text.isprintable() or len(text) > 64:
+        msg = f"The server's {what} is not short printable text, so it was not shown."
+        raise UnsupportedServer(msg)
+    return text
+
+
+def _safe_uri(uri: str, what: str) -> str:
+    from urllib.parse import urlsplit
+
+    from .._loopback import is_loopback_host
+
+    parts = urlsplit(uri)
+    ok = parts.scheme == "https" or (
+        parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+    )
+    if not ok or not parts.hostname or not uri.isprintable():
+        msg = (
+            f"The server's {what} {uri[:80]!r} is not an https URL, so the user is not sent "
+            f"there (RFC 8628 §3.2)."
+        )
+        raise UnsupportedServer(msg)
+    return uri
 
 
 def _number(value: object, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return default
-    return float(value) if math.isfinite(value) and value >= 0 else default
+    # A zero or negative interval would make a tight polling loop: use the default (§3.2).
+    return float(value) if math.isfinite(value) and value > 0 else default
 
 
 async def _poll(
-    oauth: Client, token_endpoint: str, code: DeviceCode, resource: str | None
+    oauth: Client, token_endpoint: str, code: DeviceCode, device_code: str, resource: str | None
 ) -> Token:
     """RFC 8628 §3.4-3.5: poll at the interval until the user answers or the code expires."""
     interval = code.interval
     expires_at = time.monotonic() + code.expires_in
-    form = {"device_code": code.device_code}
+    form = {"device_code": device_code}
     if resource is not None:
         form["resource"] = resource
     while True:
@@ -225,6 +264,11 @@ async def _poll(
         await anyio.sleep(interval)  # the server's own pace (§3.5): protocol-mandated
         try:
             return await oauth.token_request(token_endpoint, grant_type=DEVICE_GRANT, form=form)
+        except ServerUnreachable:
+            # §3.5: a connection timeout asks for exponential back-off, not an abort.
+            interval *= 2
+            logger.info("the token endpoint did not answer; polling every %.1f s now", interval)
+            continue
         except TokenError as exc:
             if exc.error == "authorization_pending":
                 continue

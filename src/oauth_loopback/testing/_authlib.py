@@ -441,7 +441,7 @@ class _RegistrationEndpoint(rfc7591.ClientRegistrationEndpoint):  # type: ignore
             raise InvalidRequestError(msg)
         uris = request.payload.data.get("redirect_uris")
         grants_asked = request.payload.data.get("grant_types") or ()
-        if uris is None and isinstance(grants_asked, list) and DEVICE_GRANT in grants_asked:
+        if uris in (None, []) and isinstance(grants_asked, list) and DEVICE_GRANT in grants_asked:
             uris = []  # RFC 8628 §3.1: a device client is never redirected anywhere
         elif (
             not isinstance(uris, list)
