@@ -33,6 +33,7 @@ from mcp.types import TextContent
 
 from oauth_loopback import CallbackConfig, CallbackPortInUse, CallbackTimeout
 from oauth_loopback.mcp import LoopbackOAuth, loopback_oauth
+from tests import _http
 
 pytestmark = [
     pytest.mark.anyio,
@@ -429,6 +430,7 @@ async def test_docs_example_logs_in_and_lists_tools(
     def fake_webbrowser_open(url: str) -> bool:
         # The default launcher runs in a worker thread, so this browser is synchronous.
         opened.append(url)
+        url = _http.page_target(url)  # the launcher is given a private redirect page
         with httpx2.Client(trust_env=False, follow_redirects=True, timeout=10) as client:
             response = client.get(url)
         return bool(response.status_code == 200 and response.url.host == "127.0.0.1")
