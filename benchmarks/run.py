@@ -440,7 +440,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| goal (issue 4) | backend | target | measured | holds |",
+        "| goal | backend | target | measured | holds |",
         "|---|---|--:|--:|---|",
     ]
     for g in results["goals"]:

@@ -76,21 +76,3 @@ async def raw(port: int, data: bytes, *, host: str = "127.0.0.1") -> bytes:
                     received += await stream.receive()
                 except (anyio.EndOfStream, anyio.BrokenResourceError):
                     return received
-
-
-def page_target(uri: str) -> str:
-    """Where a ``file://`` sign-in redirect page sends the browser (its meta refresh URL).
-
-    What a real browser does with the page the default launcher opens
-    (``oauth_loopback._login._browser.redirect_page``); other URLs are returned unchanged.
-    """
-    import html
-    import re
-    from pathlib import Path
-
-    if not uri.startswith("file://"):
-        return uri
-    page = Path(uri.removeprefix("file://")).read_text(encoding="utf-8")
-    match = re.search(r'<meta http-equiv=refresh content="0;url=([^"]*)">', page)
-    assert match is not None, page
-    return html.unescape(match.group(1))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# The oidc-provider peer's fixtures (oidc_peers, oidc_peer_runtime), for every test module.
+pytest_plugins = ["tests._oidc_provider"]
+
 
 @pytest.fixture(
     params=[

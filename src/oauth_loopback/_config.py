@@ -1,6 +1,6 @@
 """CallbackConfig: where the receiver listens, validated up front.
 
-Decisions recorded here (they settle what DESIGN.md leaves open):
+Decisions recorded here (README, 'Decisions we made', has the rest):
 
 * ``port=None`` or ``0`` is ephemeral: the OS picks a free port and the redirect URI is built
   from the bound socket (RFC 8252 §7.3 requires servers to accept any loopback port).

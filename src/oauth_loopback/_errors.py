@@ -323,3 +323,238 @@ class UnsafeBrowserURL(OAuthLoopbackError, ValueError):
 
 class InvalidAuthorizationURL(OAuthLoopbackError, ValueError):
     """The SDK handed ``redirect_handler`` a URL this receiver cannot complete a login for."""
+
+
+# --- DPoP (RFC 9449) and ID tokens (OpenID Connect Core 1.0) ---------------------------------
+#
+#   OAuthLoopbackError
+#   ├── DPoPError                    RFC 9449: sender-constrained tokens
+#   │   ├── DPoPKeyInvalid           (also ValueError) a stored DPoP key cannot be used
+#   │   └── DPoPProofRejected        a DPoP proof failed verification (server side, §4.3)
+#   └── IDTokenError                 an ID token failed validation (OIDC Core §3.1.3.7)
+
+__all__ += ["DPoPError", "DPoPKeyInvalid", "DPoPProofRejected", "IDTokenError"]
+
+
+class DPoPError(OAuthLoopbackError):
+    """Base class of the DPoP (RFC 9449) errors."""
+
+
+class DPoPKeyInvalid(DPoPError, ValueError):
+    """A stored DPoP key cannot be loaded: it must be a private P-256 JWK (RFC 9449 §4.2, ES256).
+
+    The message says what is wrong with it; the fix is always to forget the stored login, so
+    that the next login makes a fresh key (tokens bound to the old key are useless without it).
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        self.message = (
+            f"The stored DPoP key cannot be used: {detail}. Tokens bound to it cannot be used "
+            f"either. Remove the stored login (clear its entry in the token store) so the next "
+            f"login creates a new key."
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[DPoPKeyInvalid], tuple[str]]:
+        return (type(self), (self.detail,))
+
+
+class DPoPProofRejected(DPoPError):
+    """A DPoP proof failed one of the checks of RFC 9449 §4.3.
+
+    Raised by the server-side verifier (the embedded test authorization server uses it).
+    ``reason`` is a short stable code (``"typ"``, ``"alg-none"``, ``"signature"``, ``"htu"``,
+    ``"replay"``, ``"nonce-missing"``, ...) and ``error`` the OAuth error code to answer with:
+    ``use_dpop_nonce`` for a missing or stale nonce (RFC 9449 §8, §9), else
+    ``invalid_dpop_proof`` (§7.1). The message is meant for the client's developer, as an
+    ``error_description``.
+    """
+
+    #: The reasons that mean "sign again with the server's current nonce" (RFC 9449 §8, §9);
+    #: every other reason is ``invalid_dpop_proof`` (§7.1).
+    NONCE_REASONS = frozenset({"nonce-missing", "nonce-mismatch"})
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        self.error = "use_dpop_nonce" if reason in self.NONCE_REASONS else "invalid_dpop_proof"
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[DPoPProofRejected], tuple[str, str]]:
+        return (type(self), (self.reason, self.message))
+
+
+class IDTokenError(OAuthLoopbackError):
+    """An ID token failed validation (OpenID Connect Core 1.0 §3.1.3.7); it was not used.
+
+    ``reason`` is a short stable code: ``"malformed"``, ``"encrypted"``, ``"unsigned"``
+    (``alg: none``), ``"symmetric"`` (HS256 and friends), ``"algorithm"``, ``"jwks"``,
+    ``"unknown-kid"``, ``"no-key"``, ``"signature"``, ``"claims"``, ``"issuer"``,
+    ``"audience"``, ``"azp"``, ``"expired"``, ``"not-yet-valid"``, ``"issued-in-future"``,
+    ``"nonce"`` or ``"at-hash"``. The message says what was wrong and what fixes it.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[IDTokenError], tuple[str, str]]:
+        return (type(self), (self.reason, self.message))
+
+
+class TokenStoreError(OAuthLoopbackError):
+    """A token store could not be read or written safely; nothing was overwritten.
+
+    The message says what is wrong with which file (or keyring entry) and what fixes it
+    (delete it, ``oauth-loopback logout ISSUER``, ``chmod 600``, ...). ``path`` is the file or
+    directory concerned, or ``None`` for a keyring entry.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_token_store_error, (self.message, self.path))
+
+
+def _rebuild_token_store_error(message: str, path: str | None) -> TokenStoreError:
+    return TokenStoreError(message, path=path)
+
+
+__all__ += ["TokenStoreError"]  # kept apart from the list above so merges stay additive
+
+
+class InputEnded(OAuthLoopbackError):
+    """The paste prompt's input ended (Ctrl-D, a closed pipe) before an address was pasted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The input ended before the address the browser was sent to was pasted, so the "
+            "login stopped instead of waiting for nothing. Run it again and paste the whole "
+            "address from the browser's address bar after signing in."
+        )
+
+
+__all__ += ["InputEnded"]
+
+
+class ResourceDiscoveryError(OAuthLoopbackError):
+    """No usable RFC 9728 protected resource metadata; ``tried`` lists each URL with why."""
+
+    def __init__(self, message: str, *, tried: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_resource_error, (str(self), self.tried))
+
+
+def _rebuild_resource_error(
+    message: str, tried: tuple[tuple[str, str], ...]
+) -> ResourceDiscoveryError:
+    return ResourceDiscoveryError(message, tried=tried)
+
+
+__all__ += ["ResourceDiscoveryError"]
+
+
+class PushedAuthorizationError(AuthorizationError):
+    """The server refused the pushed authorization request (RFC 9126 §2.3): ``error`` says why."""
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status_code: int | None = None
+    ) -> None:
+        super().__init__(error, description)
+        self.status_code = status_code
+        detail = f": {description}" if description else ""
+        status = f" (HTTP {status_code})" if status_code is not None else ""
+        self.args = (
+            f"The server refused the pushed authorization request (RFC 9126) with "
+            f"error={error!r}{detail}{status}. Check the client ID and scopes; to send the "
+            f"request through the browser instead, pass par=False (only where the server does "
+            f"not require PAR).",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_par_error, (self.error, self.description, self.status_code))
+
+
+def _rebuild_par_error(
+    error: str, description: str | None, status_code: int | None
+) -> PushedAuthorizationError:
+    return PushedAuthorizationError(error, description, status_code=status_code)
+
+
+__all__ += ["PushedAuthorizationError"]
+
+
+class ClientRejected(OAuthLoopbackError):
+    """The server refused the sign-in request before the user could act on it.
+
+    Found by asking for the authorization URL once before the browser opens: an unknown or
+    stale ``client_id``, or a redirect URI the server does not accept for it. ``error`` and
+    ``description`` are set when the server redirected with an RFC 6749 §4.1.2.1 error.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        endpoint: str,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.error = error
+        self.description = description
+        if error is not None:
+            said = f"redirected with error={error!r}" + (f": {description}" if description else "")
+        else:
+            said = f"answered HTTP {status_code} (an error page)"
+        super().__init__(
+            f"The authorization server refused the sign-in request for client {client_id!r} "
+            f"before the browser opened: {endpoint} {said}. The client ID may be unknown to the "
+            f"server, or registered with another redirect URI. Register the client again (or "
+            f"let oauth-loopback register one: pass no client_id), or pass the client_id the "
+            f"server knows."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_client_rejected,
+            (self.client_id, self.endpoint, self.status_code, self.error, self.description),
+        )
+
+
+def _rebuild_client_rejected(
+    client_id: str,
+    endpoint: str,
+    status_code: int | None,
+    error: str | None,
+    description: str | None,
+) -> ClientRejected:
+    return ClientRejected(
+        client_id, endpoint, status_code=status_code, error=error, description=description
+    )
+
+
+__all__ += ["ClientRejected"]

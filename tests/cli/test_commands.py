@@ -22,6 +22,7 @@ import httpx2
 import pytest
 
 from oauth_loopback import _cli
+from oauth_loopback._cli import _login as login_command
 from oauth_loopback.testing import AuthorizationServer, follow_redirects
 
 pytestmark = pytest.mark.anyio
@@ -112,22 +113,23 @@ def test_demo_prints_every_step_and_exits_zero(backend: str) -> None:
 # --- login, in-process against the embedded server ------------------------------------------
 
 
-async def test_login_output_file_is_private_and_atomic(
+async def test_login_output_file_is_private_and_replaces_the_old_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--output writes the token JSON with mode 0600, replacing an older file."""
+    """--output writes the token JSON with mode 0600, replacing an older file, no temp left."""
     target = tmp_path / "token.json"
     target.write_text("old")
     target.chmod(0o644)
     async with AuthorizationServer() as server:
         args = _login_args(server.issuer, "--output", str(target), "--timeout", "20")
-        code = await _cli._login(args, open_browser=follow_redirects)
+        code = await login_command.login(args, open_browser=follow_redirects)
         (issued,) = server.issued_tokens
     captured = capsys.readouterr()
     assert code == 0, captured.err
     document = _read_private(target)
     assert document["access_token"] == issued.access_token
     assert document["token_type"] == "Bearer"
+    assert sorted(os.listdir(tmp_path)) == ["token.json"]
     assert issued.access_token not in captured.out + captured.err
 
 
@@ -154,7 +156,7 @@ async def test_login_json_goes_to_stdout_with_a_pre_registered_client(
             "--timeout",
             "20",
         )
-        code = await _cli._login(args, open_browser=follow_redirects)
+        code = await login_command.login(args, open_browser=follow_redirects)
         (issued,) = server.issued_tokens
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -168,7 +170,7 @@ async def test_login_without_json_prints_a_redacted_summary(
 ) -> None:
     """Without --json or --output only a redacted summary is printed."""
     async with AuthorizationServer() as server:
-        code = await _cli._login(
+        code = await login_command.login(
             _login_args(server.issuer, "--timeout", "20"), open_browser=follow_redirects
         )
         (issued,) = server.issued_tokens
@@ -181,7 +183,7 @@ async def test_login_without_json_prints_a_redacted_summary(
 async def test_login_denied_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
     """A denied login exits 1 with one 'error:' line on stderr."""
     async with AuthorizationServer(deny=True) as server:
-        code = await _cli._login(
+        code = await login_command.login(
             _login_args(server.issuer, "--json"), open_browser=follow_redirects
         )
     captured = capsys.readouterr()
@@ -197,7 +199,7 @@ async def test_login_discovery_failure_names_the_urls(capsys: pytest.CaptureFixt
     """An issuer with no metadata: exit 1 and the message names both URLs tried."""
     async with AuthorizationServer() as server:
         issuer = f"{server.issuer}/elsewhere"
-        code = await _cli._login(_login_args(issuer), open_browser=follow_redirects)
+        code = await login_command.login(_login_args(issuer), open_browser=follow_redirects)
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error: Could not discover")
@@ -211,19 +213,20 @@ async def test_login_busy_port_prints_its_message(capsys: pytest.CaptureFixture[
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        code = await _cli._login(
+        code = await login_command.login(
             _login_args("https://as.example", "--port", str(port)), open_browser=follow_redirects
         )
     err = capsys.readouterr().err
     assert code == 1
-    assert f"Callback port {port} on 127.0.0.1 is already in use" in err
+    assert f"callback port {port} on 127.0.0.1 is already in use" in err
+    assert "--port" in err
 
 
 async def test_login_secret_without_client_id_is_a_usage_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """--client-secret without --client-id exits 2 before anything starts."""
-    code = await _cli._login(_login_args("https://as.example", "--client-secret", "s"))
+    code = await login_command.login(_login_args("https://as.example", "--client-secret", "s"))
     assert code == 2
     assert "--client-id" in capsys.readouterr().err
 
@@ -242,7 +245,7 @@ async def test_status_line_shows_time_left_and_how_to_cancel(
     opened, done = anyio.Event(), anyio.Event()
     opened.set()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_cli._status_line, opened, done, 125.0)
+        tg.start_soon(login_command.status_line, opened, done, 125.0)
         await anyio.wait_all_tasks_blocked()
         done.set()
     err = capsys.readouterr().err

@@ -52,4 +52,4 @@ def test_doctor_rejects_an_invalid_port() -> None:
     """A port outside 1-65535 is a usage error (exit 2)."""
     result = _doctor("doctor", "--port", "70000")
     assert result.returncode == 2
-    assert "--port must be from 1 to 65535" in result.stderr
+    assert "must be a port number from 1 to 65535" in result.stderr

@@ -12,6 +12,8 @@ Sizes: ``OAUTH_LOOPBACK_HYPOTHESIS=adversarial`` runs 10,000 examples per test a
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import os
 import secrets
@@ -19,6 +21,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 
 import anyio
@@ -410,6 +413,9 @@ class Live:
     receiver: ol.CallbackReceiver
     victim: ol.PendingCallback
     bugs: _BugLog
+    #: How many exchanges each serving path answered: "accept" (the head came with the
+    #: connection, answered in the accept task) or "task" (a per-connection task).
+    paths: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def exchange(self, data: bytes, split: int = 0) -> bytes:
         return _exchange_from_thread(self.receiver.port, data, split)
@@ -425,10 +431,11 @@ class Live:
 def _exchange_from_thread(port: int, data: bytes, split: int) -> bytes:
     """Like :func:`_exchange`, from the test's own thread with a blocking socket.
 
-    ``split=0`` sends everything right after connecting, so the head is usually in the kernel
+    ``split=0`` sends everything right after connecting, so the head tends to be in the kernel
     when the receiver accepts (answered in its accept task); ``split=n`` sends ``n`` bytes,
-    then the rest 2 ms later, so the receiver accepts a partial head (served by a
-    per-connection task). Both paths get the same examples.
+    then the rest 2 ms later, so the receiver tends to accept a partial head (served by a
+    per-connection task). Which path answered is counted (``Live.paths``), and the fixture
+    fails unless both paths got examples.
     """
     received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -482,7 +489,13 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
             with portal.wrap_async_context_manager(ol.open_receiver(config)) as receiver:
                 victim = portal.call(receiver.expect)
                 bugs.secrets.add(victim.state)
-                yield Live(portal, receiver, victim, bugs)
+                live = Live(portal, receiver, victim, bugs)
+                _count_paths(receiver, live.paths)
+                yield live
+                # The examples reached both serving paths, not just one.
+                if sum(live.paths.values()) >= 50:
+                    assert live.paths["accept"] > 0, live.paths
+                    assert live.paths["task"] > 0, live.paths
                 # Still serving after everything: a real callback completes.
                 final = portal.call(receiver.expect)
                 reply = live_reply(portal, receiver, f"/callback?state={final.state}&code=ok")
@@ -492,6 +505,25 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     finally:
         log.removeHandler(bugs)
         log.setLevel(level)
+
+
+def _count_paths(receiver: ol.CallbackReceiver, paths: collections.Counter[str]) -> None:
+    """Count which serving path answers each connection (wrapping the receiver's methods)."""
+    server = receiver._server
+    answer_now, serve = server._answer_now, server._serve_connection
+
+    async def counted_answer_now(*args: Any, **kwargs: Any) -> bool:
+        answered = await answer_now(*args, **kwargs)
+        if answered:
+            paths["accept"] += 1
+        return answered
+
+    async def counted_serve(*args: Any, **kwargs: Any) -> None:
+        paths["task"] += 1
+        await serve(*args, **kwargs)
+
+    server._answer_now = counted_answer_now  # type: ignore[method-assign]
+    server._serve_connection = counted_serve  # type: ignore[method-assign]
 
 
 def live_reply(

@@ -54,6 +54,8 @@ class ScriptedServer:
     registration_status: int = 201
     registration_body: Any = None
     authorization_endpoint: str | None = None
+    #: What the authorization endpoint answers the preflight (status, Location or None).
+    preflight: tuple[int, str | None] = (200, None)
     requests: list[httpx2.Request] = field(default_factory=list)
     registered: list[dict[str, Any]] = field(default_factory=list)
     token_forms: list[dict[str, str]] = field(default_factory=list)
@@ -85,6 +87,10 @@ class ScriptedServer:
             if self.metadata_status != 200:
                 return httpx2.Response(self.metadata_status, text="no")
             return httpx2.Response(200, json=self.metadata)
+        if path == "/authorize" and request.method == "GET":
+            status, location = self.preflight
+            headers = {"Location": location} if location else {}
+            return httpx2.Response(status, headers=headers, text="the server's sign-in page")
         if path == "/register" and request.method == "POST":
             body = json.loads(request.content)
             self.registered.append(body)

@@ -10,6 +10,7 @@ import importlib
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
@@ -19,10 +20,11 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
+    OAuthClientMetadata,
     OAuthMetadata,
     OAuthToken,
 )
-from pydantic import AnyUrl
+from pydantic import AnyHttpUrl, AnyUrl
 
 from oauth_loopback import (
     AuthorizationDenied,
@@ -34,13 +36,20 @@ from oauth_loopback import (
 )
 from oauth_loopback._login._browser import UnsafeBrowserURL
 from oauth_loopback.mcp import (
+    REPLACE_ON_LOGIN,
+    ExpiringToken,
     InvalidAuthorizationURL,
     LoopbackOAuth,
     RedirectAwareTokenStorage,
     loopback_oauth,
     registered_port,
 )
-from oauth_loopback.mcp._registration import Verdict, judge_registration, loopback_port
+from oauth_loopback.mcp._registration import (
+    Verdict,
+    judge_registration,
+    loopback_port,
+    registration_kind,
+)
 from tests._http import get
 
 pytestmark = pytest.mark.anyio
@@ -54,12 +63,29 @@ A = "http://127.0.0.1:40001/callback"
 B = "http://127.0.0.1:40002/callback"
 
 
+PORTLESS = "http://127.0.0.1/callback"
+
+
 @pytest.mark.parametrize(
     ("registered", "app_type", "keep_native", "verdict"),
     [
         pytest.param([A], "native", False, Verdict.EXACT, id="exact"),
         pytest.param([A], None, False, Verdict.EXACT, id="exact-any-type"),
         pytest.param([B, A], "web", False, Verdict.EXACT, id="listed-among-others"),
+        pytest.param([PORTLESS], "native", False, Verdict.ANY_PORT, id="portless"),
+        pytest.param([PORTLESS], None, False, Verdict.ANY_PORT, id="portless-any-type"),
+        pytest.param([B, PORTLESS], "web", False, Verdict.ANY_PORT, id="portless-among-others"),
+        pytest.param(
+            ["http://127.0.0.1/other"], "native", False, Verdict.STALE, id="portless-other-path"
+        ),
+        pytest.param(
+            ["http://[::1]/callback"], "native", False, Verdict.STALE, id="portless-other-host"
+        ),
+        pytest.param(
+            ["http://127.0.0.1/callback?x=1"], "native", False, Verdict.STALE, id="portless-query"
+        ),
+        pytest.param([], "native", False, Verdict.UNLISTED, id="no-uris"),
+        pytest.param(None, None, False, Verdict.UNLISTED, id="uris-absent"),
         pytest.param([B], "native", True, Verdict.PORT_ONLY, id="native-port-only"),
         pytest.param(
             [B, "http://127.0.0.1:40003/callback"],
@@ -71,8 +97,6 @@ B = "http://127.0.0.1:40002/callback"
         pytest.param([B], "native", False, Verdict.STALE, id="native-not-kept-by-default"),
         pytest.param([B], "web", True, Verdict.STALE, id="web-client"),
         pytest.param([B], None, True, Verdict.STALE, id="no-application-type"),
-        pytest.param([], "native", True, Verdict.STALE, id="no-uris"),
-        pytest.param(None, "native", True, Verdict.STALE, id="uris-absent"),
         pytest.param(
             ["http://127.0.0.1:40002/other"], "native", True, Verdict.STALE, id="other-path"
         ),
@@ -90,8 +114,54 @@ B = "http://127.0.0.1:40002/callback"
 def test_judge_registration(
     registered: list[str] | None, app_type: str | None, keep_native: bool, verdict: Verdict
 ) -> None:
-    """A registration is used as is, kept across a port change only for opted-in native clients, or dropped."""
+    """A registration may log in when it lists this URI, or it without a port, or none; another port is stale unless kept."""
     assert judge_registration(registered, app_type, A, keep_native=keep_native) is verdict
+
+
+def test_only_a_stale_registration_is_refused_a_login() -> None:
+    """Every verdict but STALE lets the browser login go ahead with the registration."""
+    assert [v for v in Verdict if not v.allows_login] == [Verdict.STALE]
+
+
+def test_judge_registration_for_a_non_loopback_redirect() -> None:
+    """A live redirect URI that is not loopback matches only exactly."""
+    assert judge_registration([PORTLESS], "native", "https://app.example/cb") is Verdict.STALE
+
+
+@pytest.mark.parametrize(
+    ("client_id", "issued_at", "metadata_url", "kind"),
+    [
+        pytest.param("c1", 1_700_000_000, None, "dynamic", id="rfc7591-issued-at"),
+        pytest.param("c1", None, None, "preregistered", id="hand-made"),
+        pytest.param(
+            "https://app.example/client.json", None, None, "metadata_document", id="cimd-shape"
+        ),
+        pytest.param(
+            "https://app.example/client.json",
+            None,
+            "https://app.example/client.json",
+            "metadata_document",
+            id="cimd-configured",
+        ),
+        pytest.param(
+            "https://as.example/clients/7",
+            1_700_000_000,
+            None,
+            "dynamic",
+            id="url-shaped-registered-id",
+        ),
+        pytest.param("https://app.example/", None, None, "preregistered", id="root-url"),
+        pytest.param("http://app.example/c.json", None, None, "preregistered", id="http-url"),
+    ],
+)
+def test_registration_kind(
+    client_id: str, issued_at: int | None, metadata_url: str | None, kind: str
+) -> None:
+    """Only a record of a registration response (client_id_issued_at) counts as replaceable."""
+    got = registration_kind(
+        client_id, client_id_issued_at=issued_at, client_metadata_url=metadata_url
+    )
+    assert got == kind
 
 
 def test_judge_registration_with_ipv6_loopback() -> None:
@@ -148,9 +218,19 @@ class Opener:
         return result
 
 
-def _info(*uris: str, app_type: str | None = "native") -> OAuthClientInformationFull:
+def _info(
+    *uris: str,
+    app_type: str | None = "native",
+    client_id: str = "c1",
+    issued_at: int | None = 1_700_000_000,
+) -> OAuthClientInformationFull:
+    """A stored registration; by default one a registration response made (RFC 7591)."""
     return OAuthClientInformationFull(
-        client_id="c1", redirect_uris=[AnyUrl(u) for u in uris], application_type=app_type
+        client_id=client_id,
+        redirect_uris=[AnyUrl(u) for u in uris],
+        application_type=app_type,
+        client_id_issued_at=issued_at,
+        issuer=AS,
     )
 
 
@@ -399,29 +479,128 @@ async def test_busy_redirect_uri_port_is_loud() -> None:
     assert info.value.port == busy
 
 
-# --- stale registrations ----------------------------------------------------------------
+# --- the storage wrapper: registrations ---------------------------------------------------
 
 
 async def test_storage_passes_a_matching_registration_and_tokens_through() -> None:
-    """The wrapper returns a registration listing this redirect URI, and passes tokens both ways."""
+    """The wrapper returns a registration listing this redirect URI, and stores what the SDK stores."""
     inner = MemoryStorage(_info(A))
     storage = RedirectAwareTokenStorage(inner, A)
     assert await storage.get_client_info() is inner.client_info
     token = OAuthToken(access_token="t", token_type="Bearer")
     await storage.set_tokens(token)
-    assert await storage.get_tokens() is token
+    assert await storage.get_tokens() == token
     new = _info(B)
     await storage.set_client_info(new)
     assert inner.client_info is new
 
 
-async def test_storage_hides_a_stale_registration(caplog: pytest.LogCaptureFixture) -> None:
-    """A registration for another port is hidden (so the SDK registers again) and that is logged."""
+async def test_storage_hands_over_a_stale_registration_to_be_replaced_on_login(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dynamic registration for another port is handed over (it refreshes) bound to REPLACE_ON_LOGIN, and that is logged."""
     inner = MemoryStorage(_info(B))
     with caplog.at_level(logging.INFO, logger="oauth_loopback"):
-        assert await RedirectAwareTokenStorage(inner, A).get_client_info() is None
-    assert "registers again" in caplog.text
-    assert inner.client_info is not None  # replaced only when the SDK stores the new one
+        got = await RedirectAwareTokenStorage(inner, A).get_client_info()
+    assert got is not None
+    assert inner.client_info is not None
+    assert got.client_id == inner.client_info.client_id
+    assert got.issuer == REPLACE_ON_LOGIN
+    assert inner.client_info.issuer == AS  # the stored record is untouched
+    assert "it still refreshes tokens" in caplog.text
+
+
+async def test_the_sdk_drops_a_registration_bound_to_replace_on_login() -> None:
+    """The SDK's own SEP-2352 check refuses the marked copy for any issuer (what the replacement relies on)."""
+    from mcp.client.auth.utils import credentials_match_issuer
+
+    marked = await RedirectAwareTokenStorage(MemoryStorage(_info(B)), A).get_client_info()
+    assert marked is not None
+    assert not credentials_match_issuer(marked, AS, None)
+    assert not credentials_match_issuer(marked, REPLACE_ON_LOGIN + "/", None)
+    assert credentials_match_issuer(_info(B), AS, None)
+
+
+async def test_storage_never_stores_the_marker() -> None:
+    """Should the SDK store the marked copy back, the real issuer binding is what reaches the storage."""
+    inner = MemoryStorage(_info(B))
+    storage = RedirectAwareTokenStorage(inner, A)
+    marked = await storage.get_client_info()
+    assert marked is not None
+    await storage.set_client_info(marked)
+    assert inner.client_info is not None
+    assert inner.client_info.issuer == AS
+
+
+async def test_storage_logs_the_replacement(caplog: pytest.LogCaptureFixture) -> None:
+    """When the SDK stores a new registration in place of a stale one, that is logged."""
+    inner = MemoryStorage(_info(B))
+    storage = RedirectAwareTokenStorage(inner, A)
+    await storage.get_client_info()
+    with caplog.at_level(logging.INFO, logger="oauth_loopback"):
+        await storage.set_client_info(_info(A, client_id="c2"))
+    assert inner.client_info is not None
+    assert inner.client_info.client_id == "c2"
+    assert "replacing the stale client registration" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("info", "words"),
+    [
+        pytest.param(_info(B, issued_at=None), "a pre-registered client", id="preregistered"),
+        pytest.param(
+            _info(B, client_id="https://app.example/client.json", issued_at=None),
+            "a client ID metadata document",
+            id="metadata-document",
+        ),
+    ],
+)
+async def test_storage_uses_an_irreplaceable_registration_as_it_is(
+    info: OAuthClientInformationFull, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pre-registered or metadata-document client for another port is handed over unchanged, and why is logged."""
+    with caplog.at_level(logging.INFO, logger="oauth_loopback"):
+        got = await RedirectAwareTokenStorage(MemoryStorage(info), A).get_client_info()
+    assert got is info
+    assert f"it is {words} and cannot be replaced" in caplog.text
+
+
+async def test_storage_keeps_a_stale_registration_where_nothing_can_register(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Attached to a provider whose server advertises no registration endpoint, a stale registration is used as it is."""
+    storage = RedirectAwareTokenStorage(MemoryStorage(_info(B)), A)
+    provider = _bare_provider(storage)
+    storage.attach(provider)
+    provider.context.oauth_metadata = OAuthMetadata(
+        issuer=AnyHttpUrl(AS),
+        authorization_endpoint=AnyHttpUrl(f"{AS}/authorize"),
+        token_endpoint=AnyHttpUrl(f"{AS}/token"),
+    )
+    with caplog.at_level(logging.INFO, logger="oauth_loopback"):
+        got = await storage.get_client_info()
+    assert got is not None
+    assert got.issuer == AS
+    assert "advertises no registration endpoint" in caplog.text
+
+
+async def test_storage_uses_the_providers_metadata_url() -> None:
+    """A record whose client_id is the provider's client_metadata_url is a metadata document, whatever its fields."""
+    info = _info(B, client_id="https://app.example/c.json")  # even with an issued-at time
+    storage = RedirectAwareTokenStorage(MemoryStorage(info), A)
+    storage.attach(_bare_provider(storage, client_metadata_url="https://app.example/c.json"))
+    assert await storage.get_client_info() is info
+
+
+@pytest.mark.parametrize(
+    "uris", [pytest.param((PORTLESS,), id="portless"), pytest.param((), id="none-listed")]
+)
+async def test_storage_hands_over_portless_and_unlisted_registrations(
+    uris: tuple[str, ...],
+) -> None:
+    """A registration without a port (RFC 8252 §7.3) or listing no URIs is handed over as it is."""
+    info = _info(*uris, issued_at=None)
+    assert await RedirectAwareTokenStorage(MemoryStorage(info), A).get_client_info() is info
 
 
 async def test_storage_keeps_native_registration_on_opt_in(
@@ -440,6 +619,159 @@ async def test_storage_keeps_native_registration_on_opt_in(
 async def test_storage_without_registration() -> None:
     """No stored registration: None, as from the inner storage."""
     assert await RedirectAwareTokenStorage(MemoryStorage(), A).get_client_info() is None
+
+
+# --- the storage wrapper: token expiry -------------------------------------------------------
+
+
+def _bare_provider(
+    storage: RedirectAwareTokenStorage, client_metadata_url: str | None = None
+) -> OAuthClientProvider:
+    async def never(*args: object) -> AuthorizationCodeResult:
+        pytest.fail("no login in this test")
+
+    return OAuthClientProvider(
+        "https://mcp.example/mcp",
+        OAuthClientMetadata(redirect_uris=[AnyUrl(A)]),
+        storage,
+        redirect_handler=never,  # type: ignore[arg-type]
+        callback_handler=never,
+        client_metadata_url=client_metadata_url,
+    )
+
+
+async def test_stored_tokens_carry_their_absolute_expiry() -> None:
+    """set_tokens stores expires_at = now + expires_in; get_tokens gives expires_in back relative to now."""
+    inner = MemoryStorage()
+    storage = RedirectAwareTokenStorage(inner, A)
+    before = time.time()
+    await storage.set_tokens(OAuthToken(access_token="t", expires_in=3600, refresh_token="r"))
+    stored = inner.tokens
+    assert isinstance(stored, ExpiringToken)
+    assert stored.expires_at is not None
+    assert before + 3600 <= stored.expires_at <= time.time() + 3600
+    inner.tokens = stored.model_copy(update={"expires_at": time.time() + 1000})
+    loaded = await storage.get_tokens()
+    assert loaded is not None
+    assert type(loaded) is OAuthToken
+    assert loaded.access_token == "t"
+    assert loaded.refresh_token == "r"
+    assert loaded.expires_in is not None
+    assert 990 <= loaded.expires_in <= 1000
+
+
+@pytest.mark.parametrize("left", [-3600.0, 0.0, 30.0])
+async def test_an_expired_token_comes_back_without_its_access_token(left: float) -> None:
+    """A stored token past (or within a minute of) its expiry loses its access token, so the SDK refreshes first."""
+    inner = MemoryStorage()
+    inner.tokens = ExpiringToken(
+        access_token="old", refresh_token="r", scope="a b", expires_at=time.time() + left
+    )
+    loaded = await RedirectAwareTokenStorage(inner, A).get_tokens()
+    assert loaded is not None
+    assert loaded.access_token == ""
+    assert loaded.refresh_token == "r"
+    assert loaded.scope == "a b"
+
+
+async def test_the_sdk_refreshes_a_token_without_an_access_token() -> None:
+    """The SDK's own rule: a token with an empty access token is not valid, and refreshes when it can."""
+    inner = MemoryStorage(_info(A))
+    inner.tokens = ExpiringToken(access_token="old", refresh_token="r", expires_at=0.0)
+    storage = RedirectAwareTokenStorage(inner, A)
+    context = _bare_provider(storage).context
+    context.current_tokens = await storage.get_tokens()
+    context.client_info = await storage.get_client_info()
+    assert not context.is_token_valid()
+    assert context.can_refresh_token()
+
+
+async def test_a_token_of_unknown_expiry_is_passed_through() -> None:
+    """A token stored without the wrapper (a plain OAuthToken) comes back as it was."""
+    inner = MemoryStorage()
+    inner.tokens = OAuthToken(access_token="t", expires_in=60)
+    assert await RedirectAwareTokenStorage(inner, A).get_tokens() is inner.tokens
+
+
+async def test_attached_storage_hands_the_sdk_the_expiry() -> None:
+    """Attached to its provider, loading a token also sets the SDK's expiry, so a long run refreshes in time."""
+    inner = MemoryStorage()
+    expires_at = time.time() + 7200
+    inner.tokens = ExpiringToken(access_token="t", refresh_token="r", expires_at=expires_at)
+    storage = RedirectAwareTokenStorage(inner, A)
+    provider = storage.attach(_bare_provider(storage))
+    await storage.get_tokens()
+    assert provider.context.token_expiry_time == pytest.approx(expires_at - 60)
+
+
+def test_expiring_token_repr_hides_the_tokens() -> None:
+    """repr() of a stored token shows neither the access nor the refresh token."""
+    token = ExpiringToken(access_token="secret-a", refresh_token="secret-r", expires_at=1.0)
+    text = repr(token)
+    assert "secret-a" not in text
+    assert "secret-r" not in text
+    assert "<redacted>" in text
+    assert "expires_at=1.0" in text
+    assert ExpiringToken.model_validate_json(token.model_dump_json()) == token
+
+
+# --- client metadata --------------------------------------------------------------------------
+
+
+async def test_client_metadata_defaults_to_a_public_native_client() -> None:
+    """client_metadata() asks for a public native client that may refresh, on the live redirect URI."""
+    async with loopback_oauth() as cb:
+        metadata = cb.client_metadata(client_name="my-cli")
+        assert [str(u) for u in metadata.redirect_uris or ()] == [cb.redirect_uri]
+    assert metadata.token_endpoint_auth_method == "none"
+    assert metadata.application_type == "native"
+    assert metadata.grant_types == ["authorization_code", "refresh_token"]
+    assert metadata.client_name == "my-cli"
+    sent = metadata.model_dump(mode="json", exclude_none=True)
+    assert sent["token_endpoint_auth_method"] == "none"
+
+
+async def test_client_metadata_fields_override_the_defaults() -> None:
+    """Fields passed to client_metadata() win over its defaults."""
+    async with loopback_oauth() as cb:
+        metadata = cb.client_metadata(
+            token_endpoint_auth_method="client_secret_post", grant_types=["authorization_code"]
+        )
+    assert metadata.token_endpoint_auth_method == "client_secret_post"
+    assert metadata.grant_types == ["authorization_code"]
+
+
+async def test_client_provider_attaches_storage_and_handlers() -> None:
+    """cb.client_provider() wraps the storage and attaches it, so the SDK gets stored expiries."""
+    inner = MemoryStorage()
+    inner.tokens = ExpiringToken(access_token="t", expires_at=time.time() + 7200)
+    async with loopback_oauth() as cb:
+        provider = cb.client_provider("https://mcp.example/mcp", inner)
+        storage = provider.context.storage
+        assert isinstance(storage, RedirectAwareTokenStorage)
+        assert storage.redirect_uri == cb.redirect_uri
+        await storage.get_tokens()
+    assert provider.context.token_expiry_time is not None
+
+
+async def test_redirect_handler_warns_of_a_registration_without_this_uri(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A browser login with a registration that does not list the live URI is logged with the fixes."""
+    async with loopback_oauth(open_browser=Opener()) as cb:
+        provider = cb.client_provider("https://mcp.example/mcp", MemoryStorage())
+        provider.context.client_info = _info(B, issued_at=None)
+        handlers = cb.handlers()
+        handlers.attach(provider)
+        with caplog.at_level(logging.WARNING, logger="oauth_loopback"):
+            await handlers.redirect_handler(_url(cb, state="s-warn"))
+        assert "does not list the redirect URI" in caplog.text
+        assert "callbackPort" in caplog.text
+        caplog.clear()
+        provider.context.client_info = _info(PORTLESS)
+        with caplog.at_level(logging.WARNING, logger="oauth_loopback"):
+            await handlers.redirect_handler(_url(cb, state="s-ok"))
+        assert caplog.text == ""
 
 
 # --- sticky port ------------------------------------------------------------------------

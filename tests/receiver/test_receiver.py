@@ -1,4 +1,4 @@
-"""The receiver over real loopback sockets, on asyncio and trio (DESIGN §3 behaviours)."""
+"""The receiver over real loopback sockets, on asyncio and trio (the behaviours README.md and the core docstrings promise)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import httpx2
 from authlib.common.security import generate_token
@@ -28,12 +29,16 @@ from .._config import CallbackConfig
 from .._errors import (
     AuthorizationError,
     BrowserUnavailable,
+    IDTokenError,
     IssuerMismatch,
+    UnsupportedServer,
 )
 from .._receiver._receiver import open_receiver
 from ._browser import BrowserOpener, check_browser_url, launch_browser
-from ._client import VERIFIER_LENGTH, Client, check_pkce
-from ._metadata import check_issuer, check_server, discover, given_metadata
+from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
+from ._dpop import DPoPKey, server_supports_dpop
+from ._idtoken import validate_id_token_fetching_jwks
+from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
 from ._registration import register
 from ._token import Token
@@ -73,7 +78,7 @@ async def authorize(
     resource: str | None = None,
     config: CallbackConfig | None = None,
     open_browser: BrowserOpener | None = None,
-    # The issue's contract: a login must not hang forever by default (like wait(timeout=),
+    # A login must not hang forever by default (like wait(timeout=),
     # the deliberate exception to ASYNC109, implemented with the receiver's cancel scope).
     timeout: float | None = None,
     paste: bool = False,
@@ -82,6 +87,8 @@ async def authorize(
     on_step: StepCallback | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     metadata: Mapping[str, object] | None = None,
+    par: bool | None = None,
+    dpop: bool | None = None,
 ) -> Token:
     """Log in through the user's browser and return the token: the whole native-app flow.
 
@@ -126,6 +133,16 @@ async def authorize(
         ``registration_endpoint`` when ``client_id`` is None. Discovery is skipped; an
         ``issuer`` in it must equal ``issuer``.
 
+    :param par: RFC 9126 pushed authorization requests. None (the default) pushes when the
+        server offers it, so the browser's URL carries only ``client_id`` and a
+        ``request_uri``; False never pushes (refused when the server requires it); True
+        insists on it (:class:`UnsupportedServer` when the server offers none).
+
+    :param dpop: RFC 9449 sender-constrained tokens. None (the default) binds the token to a
+        fresh ES256 key when the server advertises ``dpop_signing_alg_values_supported``;
+        True always sends proofs (and insists on ``token_type: DPoP``); False never. The key
+        is ``token.dpop_key``: keep it with the token (a copied token is useless without it).
+
     :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
         pass ``metadata=`` for a server that publishes none.
     :raises UnsupportedServer: the issuer is not https, or the server offers no safe login
@@ -142,82 +159,62 @@ async def authorize(
     :raises CallbackPortInUse: the fixed port in ``config`` is busy.
     """
     issuer = check_issuer(issuer)
-    if client_secret is not None and client_id is None:
-        msg = "client_secret= needs the client_id= it belongs to."
-        raise ValueError(msg)
-    if resource is not None and (not isinstance(resource, str) or not resource):
-        msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
-        raise ValueError(msg)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
-        raise ValueError(msg)
+    _check_arguments(client_id, client_secret, resource, timeout)
     metadata_given = None if metadata is None else given_metadata(metadata, issuer)
     if config is None:
         config = CallbackConfig()
-    if paste and read_line is None:
-        read_line = TerminalLines()
-    elif not paste:
+    if not paste:
         read_line = None
+    elif read_line is None:
+        read_line = TerminalLines()
     async with open_receiver(config) as receiver:
         redirect_uri = receiver.redirect_uri
         step(on_step, "bind", f"receiver listening on {redirect_uri}")
         async with Client(
             issuer=issuer, redirect_uri=redirect_uri, scope=scope, transport=transport
         ) as client:
-            if metadata_given is None:
-                server = await discover(client, issuer)
-            else:
-                server = metadata_given
+            server = metadata_given or await discover(client, issuer)
             check_server(server)
             step(on_step, "discovery", f"metadata from {server.url}")
-            if client_id is None:
-                client_id, client_secret, auth_method = await register(
-                    client, server, redirect_uri, app_name=config.app_name, scope=scope
-                )
-                step(
-                    on_step, "registration", f"registered a native public client for {redirect_uri}"
-                )
-            else:
-                auth_method = None
-                step(on_step, "registration", "skipped: using the given client_id")
-            client.set_client(client_id, client_secret, auth_method)
-
+            await _set_client(
+                client,
+                server,
+                redirect_uri,
+                config.app_name,
+                client_id,
+                client_secret,
+                scope,
+                on_step,
+            )
             # RFC 9207 §2.4: when the server promises iss, a response without it (or with
             # another) is refused by the receiver as a possible mix-up attack.
             pending = receiver.expect(issuer=issuer if server.issues_iss else None)
             code_verifier = generate_token(VERIFIER_LENGTH)
+            # OIDC Core §3.1.2.1: with scope openid, a nonce binds the ID token to this login.
+            nonce = generate_token(32) if "openid" in (scope or "").split() else None
+            use_dpop = server_supports_dpop(server.document) if dpop is None else dpop
+            dpop_key = DPoPKey.generate() if use_dpop else None
             url = client.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
                 code_verifier=code_verifier,
                 resource=resource,
+                nonce=nonce,
+                dpop_jkt=None if dpop_key is None else dpop_key.jkt,
             )
             check_pkce(url, code_verifier)
-            check_browser_url(url)
-            endpoint = server.authorization_endpoint.partition("?")[0]
-            first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
-            if show_url is not None:
-                show_url(url)
-            elif paste:
-                first_prompt = (
-                    f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
-                )
-            if not paste or open_browser is not None:
-                opened = await launch_browser(url, open_browser)
-                if not opened and show_url is None and not paste:
-                    msg = (
-                        "Could not open a browser for the login, and the authorization URL "
-                        "was not shown anywhere. Pass show_url= (e.g. print) so the user can "
-                        "open it by hand, or paste=True for a session without a browser "
-                        "(CLI: --no-browser)."
-                    )
-                    raise BrowserUnavailable(msg)
-                logger.info("sent the browser to %s", endpoint)
-                step(on_step, "redirect", f"browser sent to {endpoint}")
+            if _use_par(server, par):
+                assert server.par_endpoint is not None  # noqa: S101  (_use_par checked it)
+                url = await client.push_authorization(server.par_endpoint, url)
+                check_browser_url(url)
             else:
-                step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+                check_browser_url(url)
+                # Fail in seconds, not at the timeout, when the server will not send the user
+                # back (a stale client_id); PAR already checked the client when pushing.
+                await client.preflight(url, redirect_uri, client.client_id)
+            first_prompt = await _send_user(
+                url, server, redirect_uri, open_browser, paste, show_url, on_step
+            )
             try:
                 response = await wait_for_response(
                     receiver, pending, timeout, read_line, first_prompt
@@ -234,6 +231,149 @@ async def authorize(
                 code_verifier=code_verifier,
                 redirect_uri=redirect_uri,
                 resource=resource,
+                dpop_key=dpop_key,
             )
+            await _check_id_token(client, server, issuer, token, nonce)
             step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
             return token
+
+
+async def _check_id_token(
+    client: Client, server: Metadata, issuer: str, token: Token, nonce: str | None
+) -> None:
+    """Validate the ID token, if any, and expose its claims (OIDC Core §3.1.3.7)."""
+    id_token = token.get("id_token")
+    if id_token is None:
+        if nonce is not None:
+            logger.info("scope openid was asked for, but the token response has no id_token")
+        return
+    if not isinstance(id_token, str):
+        reason = "malformed"
+        raise IDTokenError(
+            reason, "The token response's id_token is not a string (OIDC Core §3.1.3.3)."
+        )
+    if server.jwks_uri is None:
+        reason = "jwks"
+        raise IDTokenError(
+            reason,
+            f"The server sent an ID token, but its metadata ({server.url}) names no jwks_uri to "
+            f"check its signature with (RFC 8414 §2), so it was not trusted.",
+        )
+    jwks_uri = server.jwks_uri
+
+    async def fetch_jwks() -> Mapping[str, object]:
+        reply = await client.get(jwks_uri)
+        document = json_object(reply) if reply.status_code == 200 else None
+        if document is None:
+            reason = "jwks"
+            raise IDTokenError(
+                reason,
+                f"The server's JWKS at {jwks_uri} could not be read (HTTP {reply.status_code}).",
+            )
+        return document
+
+    # The keys as fetched now; a kid they lack (the server rotated behind a cache) earns
+    # exactly one more fetch, never more.
+    token.id_token_claims = MappingProxyType(
+        await validate_id_token_fetching_jwks(
+            id_token,
+            issuer=issuer,
+            client_id=client.client_id,
+            nonce=nonce,
+            jwks=await fetch_jwks(),
+            fetch_jwks=fetch_jwks,
+            access_token=token.access_token,
+        )
+    )
+
+
+def _use_par(server: Metadata, par: bool | None) -> bool:
+    """Whether to push the request (RFC 9126); refuse combinations that cannot work."""
+    if par is None:
+        return server.par_endpoint is not None
+    if par and server.par_endpoint is None:
+        msg = (
+            f"par=True, but the server's metadata ({server.url}) offers no "
+            f"pushed_authorization_request_endpoint (RFC 9126 §5). Pass par=None to push only "
+            f"where offered."
+        )
+        raise UnsupportedServer(msg)
+    if not par and server.require_par:
+        msg = (
+            f"The server requires pushed authorization requests "
+            f"(require_pushed_authorization_requests in {server.url}, RFC 9126 §5), but "
+            f"par=False. Pass par=None (the default) so the request is pushed."
+        )
+        raise UnsupportedServer(msg)
+    return par
+
+
+def _check_arguments(
+    client_id: str | None, client_secret: str | None, resource: str | None, timeout: float | None
+) -> None:
+    """Refuse bad arguments before anything is bound or sent."""
+    if client_secret is not None and client_id is None:
+        msg = "client_secret= needs the client_id= it belongs to."
+        raise ValueError(msg)
+    if resource is not None and (not isinstance(resource, str) or not resource):
+        msg = f"resource must be a URL string such as 'https://mcp.example.com', not {resource!r}."
+        raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        msg = f"timeout must be a positive number of seconds (or None), not {timeout!r}."
+        raise ValueError(msg)
+
+
+async def _set_client(
+    client: Client,
+    server: Metadata,
+    redirect_uri: str,
+    app_name: str,
+    client_id: str | None,
+    client_secret: str | None,
+    scope: str | None,
+    on_step: StepCallback | None,
+) -> None:
+    """Use the given client, or register one for the live redirect URI (RFC 7591)."""
+    if client_id is None:
+        client_id, client_secret, auth_method = await register(
+            client, server, redirect_uri, app_name=app_name, scope=scope
+        )
+        step(on_step, "registration", f"registered a native public client for {redirect_uri}")
+    else:
+        auth_method = None
+        step(on_step, "registration", "skipped: using the given client_id")
+    client.set_client(client_id, client_secret, auth_method)
+
+
+async def _send_user(
+    url: str,
+    server: Metadata,
+    redirect_uri: str,
+    open_browser: BrowserOpener | None,
+    paste: bool,
+    show_url: ShowURL | None,
+    on_step: StepCallback | None,
+) -> str:
+    """Show the URL and/or open the browser; return the paste prompt's first text."""
+    endpoint = server.authorization_endpoint.partition("?")[0]
+    first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
+    if show_url is not None:
+        show_url(url)
+    elif paste:
+        first_prompt = f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
+    if paste and open_browser is None:
+        step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+        return first_prompt
+    opened = await launch_browser(url, open_browser)
+    if not opened and show_url is None and not paste:
+        msg = (
+            "Could not open a browser for the login, and the authorization URL was not shown "
+            "anywhere. Pass show_url= (e.g. print) so the user can open it by hand, or "
+            "paste=True for a session without a browser (CLI: --no-browser)."
+        )
+        raise BrowserUnavailable(msg)
+    logger.info("sent the browser to %s", endpoint)
+    step(on_step, "redirect", f"browser sent to {endpoint}")
+    return first_prompt

@@ -98,6 +98,14 @@ class Metadata:
         )
         # RFC 9207 §3: the server promises to send iss in every authorization response.
         self.issues_iss = document.get("authorization_response_iss_parameter_supported") is True
+        jwks = document.get("jwks_uri")  # RFC 8414 §2: the keys ID tokens are signed with
+        self.jwks_uri = _endpoint(document, "jwks_uri", url) if jwks else None
+        # RFC 9126 §5: pushed authorization requests, offered or required.
+        par = document.get("pushed_authorization_request_endpoint")
+        self.par_endpoint = (
+            _endpoint(document, "pushed_authorization_request_endpoint", url) if par else None
+        )
+        self.require_par = document.get("require_pushed_authorization_requests") is True
         self.code_challenge_methods = _string_list(document, "code_challenge_methods_supported")
         self.response_types = _string_list(document, "response_types_supported")
 
@@ -114,10 +122,17 @@ def _string_list(document: Mapping[str, object], key: str) -> list[str] | None:
 
 def _endpoint(document: Mapping[str, object], key: str, source: str) -> str:
     value = document.get(key)
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         msg = (
             f"The metadata at {source} has no {key!r}, which this login needs (RFC 8414 §2). "
             f"The server may not support the authorization code flow."
+        )
+        raise UnsupportedServer(msg)
+    if not isinstance(value, str):
+        msg = (
+            f"The metadata at {source} gives {key!r} as a {type(value).__name__} "
+            f"({value!r:.80}), not the URL string RFC 8414 §2 requires. The server's metadata "
+            f"is malformed: report it to its operator."
         )
         raise UnsupportedServer(msg)
     parts = urlsplit(value)

@@ -18,9 +18,10 @@ from typing import Final
 import anyio
 import anyio.to_thread
 
-from .._errors import CallbackRejected, OAuthLoopbackError
+from .._errors import CallbackRejected, InputEnded
 from .._receiver._receiver import CallbackReceiver, PendingCallback
 from .._receiver._registry import AuthorizationResponse
+from .._receiver._tasks import background
 
 logger = logging.getLogger("oauth_loopback.oauth")
 
@@ -65,6 +66,7 @@ class TerminalLines:
             else:
                 self._eof = True
         if not self._buffer:
+            sys.stderr.write("\n")  # end the prompt's line: what follows starts a line
             return None
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode("utf-8", "replace")
@@ -88,14 +90,18 @@ async def _read_pasted(read_line: ReadLine, prompt: str) -> str | None:
     return result
 
 
-async def _paste_loop(receiver: CallbackReceiver, read_line: ReadLine, first_prompt: str) -> None:
+async def _paste_loop(
+    receiver: CallbackReceiver, pending: PendingCallback, read_line: ReadLine, first_prompt: str
+) -> None:
     """Ask for the pasted redirect address until one is accepted or the input ends."""
     prompt = first_prompt
     ask = PASTE_PROMPT.format(prefix=receiver.redirect_uri)
     while True:
         line = await _read_pasted(read_line, prompt)
         if line is None:
-            logger.info("paste input ended; still waiting for the browser's callback")
+            # Nobody can paste any more: end the login now rather than at its deadline.
+            logger.info("paste input ended; the login is stopped")
+            pending.cancel(InputEnded())
             return
         if not line.strip():
             prompt = ask
@@ -104,7 +110,13 @@ async def _paste_loop(receiver: CallbackReceiver, read_line: ReadLine, first_pro
             receiver.deliver(line)
         except CallbackRejected as exc:
             # The same checks as a real request; tell the user why and ask again.
-            prompt = f"That address was not accepted: {exc.message}\n{ask}"
+            # The browser page's advice to start again does not fit a prompt that asks again.
+            reason = exc.message.split(" Start the sign-in again")[0]
+            prompt = (
+                f"That address was not accepted ({exc.title.lower()}): {reason} Paste the "
+                f"whole address from the browser's address bar after signing in, or press "
+                f"Ctrl-C to stop.\n{ask}"
+            )
             continue
         return
 
@@ -119,19 +131,6 @@ async def wait_for_response(
     """The browser's callback, or a pasted address: whichever arrives first wins."""
     if read_line is None:
         return await pending.wait(wait_seconds)
-    response: AuthorizationResponse | None = None
-    failure: OAuthLoopbackError | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_paste_loop, receiver, read_line, first_prompt)
-        try:
-            response = await pending.wait(wait_seconds)
-        except OAuthLoopbackError as exc:
-            # Raised below, outside the task group, so the caller sees the typed error and
-            # never an ExceptionGroup (DESIGN §3).
-            failure = exc
-        finally:
-            tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    assert response is not None  # noqa: S101  (wait() returned)
-    return response
+    async with background() as tg:
+        tg.start_soon(_paste_loop, receiver, pending, read_line, first_prompt)
+        return await pending.wait(wait_seconds)

@@ -6,10 +6,14 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 # Token fields whose values may be shown: everything else (tokens, secrets) is redacted.
 SHOWN_TOKEN_FIELDS: Final = frozenset({"token_type", "expires_in", "scope"})
+
+
+if TYPE_CHECKING:
+    from ._dpop import DPoPKey
 
 
 class Token(Mapping[str, object]):
@@ -21,7 +25,7 @@ class Token(Mapping[str, object]):
     to store them.
     """
 
-    __slots__ = ("_data", "received_at")
+    __slots__ = ("_data", "dpop_key", "id_token_claims", "received_at")
 
     def __init__(self, data: Mapping[str, object], *, received_at: float | None = None) -> None:
         access_token = data.get("access_token")
@@ -35,6 +39,12 @@ class Token(Mapping[str, object]):
         self._data: Mapping[str, object] = MappingProxyType(dict(data))
         #: ``time.time()`` when the token arrived; ``expires_at`` counts from it.
         self.received_at = time.time() if received_at is None else received_at
+        #: The ID token's claims, validated (OIDC Core §3.1.3.7), when the login asked for
+        #: scope ``openid`` and the server sent one; None otherwise. Never unvalidated.
+        self.id_token_claims: Mapping[str, object] | None = None
+        #: The DPoP key the token is bound to (RFC 9449), or None for a bearer token. Keep it
+        #: with the token (``key.private_jwk()``, a secret): without it the token is useless.
+        self.dpop_key: DPoPKey | None = None
 
     def __getitem__(self, key: str) -> object:
         return self._data[key]

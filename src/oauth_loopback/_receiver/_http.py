@@ -140,7 +140,7 @@ async def guard_connection(
     """Serve one connection inside this block; whatever happens, it costs that connection only.
 
     A peer that leaves, resets or breaks the protocol ends its connection quietly (DEBUG); any
-    other exception is a bug of ours, logged with its traceback (STYLE §3.6: the one broad
+    other exception is a bug of ours, logged with its traceback (the one broad
     guard), and the connection is closed. Cancellation (the server closing) passes through.
     """
     try:

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from .._config import CallbackConfig
-from .._errors import CallbackRejected, CallbackTimeout, ReceiverClosed
-from ._binding import bind
+from .._errors import CallbackRejected, CallbackTimeout, OAuthLoopbackError, ReceiverClosed
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
 from ._routing import allowed_host_headers, split_target
-from ._serving import ConnectionServer
-from ._tasks import background
+
+if TYPE_CHECKING:
+    import socket
+
+    from anyio.abc import TaskGroup
+
+    from ._serving import ConnectionServer
 
 __all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
 
 logger = logging.getLogger("oauth_loopback.server")
 
-# 32 bytes = 256 bits from the OS CSPRNG (DESIGN §5 asks for at least 128).
+# 32 bytes = 256 bits from the OS CSPRNG (SECURITY.md: at least 128).
 _STATE_BYTES = 32
 
 
@@ -63,20 +67,21 @@ class PendingCallback:
         """True once a response (or an error, or the receiver's close) has arrived."""
         return self._outcome is not None
 
-    def cancel(self) -> None:
+    def cancel(self, error: OAuthLoopbackError | None = None) -> None:
         """Forget this login now: a callback for its state gets a 4xx page from here on.
 
-        For a login abandoned before :meth:`wait` (the caller gave up, or another way of
-        logging in won). A waiter already in :meth:`wait` is woken with
-        :class:`ReceiverClosed`. Calling it again, or after the login finished, does nothing.
+        For a login abandoned before its response arrived (the caller gave up, the user's
+        input ended, or another way of logging in won). A waiter in :meth:`wait` is woken with
+        ``error`` (default :class:`ReceiverClosed`). Calling it again, or after the login
+        finished, does nothing.
         """
         self._receiver._forget(self, "cancelled")
-        self._resolve(
-            ReceiverClosed(
+        if error is None:
+            error = ReceiverClosed(
                 "This login was cancelled (PendingCallback.cancel()) before its authorization "
                 "response arrived. Call receiver.expect() to start another."
             )
-        )
+        self._resolve(error)
 
     def _resolve(self, outcome: Outcome) -> None:
         if self._outcome is None:
@@ -84,7 +89,7 @@ class PendingCallback:
             if self._event is not None:
                 self._event.set()
 
-    # DESIGN §3's one deliberate timeout= parameter: a login must not hang forever by
+    # The one deliberate timeout= parameter (README, 'Decisions we made'): a login must not hang forever by
     # default. It is implemented with a cancel scope.
     async def wait(self, timeout: float | None = None) -> AuthorizationResponse:  # noqa: ASYNC109
         """Wait for the authorization response and return it.
@@ -157,7 +162,7 @@ class CallbackReceiver:
         self._registry: StateRegistry[PendingCallback] = StateRegistry()
         self._allowed_hosts = allowed_host_headers(bound_host, port)
         self._closed = False
-        self._server = ConnectionServer(config, self._registry, self._allowed_hosts)
+        self._server = _shell().ConnectionServer(config, self._registry, self._allowed_hosts)
 
     def __repr__(self) -> str:
         return f"<CallbackReceiver {self.redirect_uri} pending={len(self._registry)}>"
@@ -246,23 +251,38 @@ class CallbackReceiver:
             )
 
 
-_LAZY_SERVING_IMPORTS = ("html", "secrets", "urllib.parse", "anyio.lowlevel")
+class _Shell(NamedTuple):
+    """The serving half of the receiver, loaded by the first ``open_receiver()``."""
+
+    bind: Callable[[CallbackConfig], tuple[list[socket.socket], str, int]]
+    ConnectionServer: type[ConnectionServer]
+    background: Callable[[], AbstractAsyncContextManager[TaskGroup]]
 
 
-def _preload_serving_imports() -> None:
-    """Load what the serving path imports lazily, before the first request arrives.
+_SHELL: _Shell | None = None
 
-    They stay out of ``import oauth_loopback`` (start-up time, issue 4), but must not be
-    imported while a request is served: with the process out of file descriptors an import
-    cannot open its file, and the browser would get nothing. After the first receiver these
-    are dictionary lookups.
+
+def _shell() -> _Shell:
+    """Load the serving shell (h11, connections, binding) and what it imports lazily.
+
+    None of it is in ``import oauth_loopback`` (start-up time, docs/benchmarks.md: a program
+    that only reads its settings pays nothing for h11). It is loaded before the first socket
+    is bound, never while a request is served: with the process out of file descriptors an
+    import cannot open its file, and the browser would get nothing. After the first receiver
+    this is one global lookup.
     """
-    if all(module in sys.modules for module in _LAZY_SERVING_IMPORTS):
-        return  # every receiver after the first: no import machinery on the bind path
-    import importlib
+    global _SHELL  # a load-once cache
+    if _SHELL is None:
+        import importlib
 
-    for module in _LAZY_SERVING_IMPORTS:
-        importlib.import_module(module)
+        for module in ("html", "secrets", "urllib.parse", "anyio.lowlevel"):
+            importlib.import_module(module)  # the serving path imports these lazily
+        from ._binding import bind
+        from ._serving import ConnectionServer
+        from ._tasks import background
+
+        _SHELL = _Shell(bind, ConnectionServer, background)
+    return _SHELL
 
 
 @asynccontextmanager
@@ -287,8 +307,8 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             f"mapping of settings use CallbackConfig.from_mapping(...)."
         )
         raise TypeError(msg)
-    _preload_serving_imports()
-    sockets, host, port = bind(config)
+    shell = _shell()
+    sockets, host, port = shell.bind(config)
     try:
         receiver = CallbackReceiver(config, host, port)
     except BaseException:
@@ -296,7 +316,7 @@ async def open_receiver(config: CallbackConfig | None = None) -> AsyncIterator[C
             sock.close()
         raise
     logger.debug("listening for authorization responses on %s", receiver.redirect_uri)
-    async with background() as tg:
+    async with shell.background() as tg:
         for sock in sockets:
             tg.start_soon(receiver._server.accept_loop, sock, tg)
         try:

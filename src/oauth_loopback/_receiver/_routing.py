@@ -1,6 +1,6 @@
 """The sans-I/O core, part 2: which requests reach the registry at all.
 
-Steps 1-3 of the handling order (DESIGN §3), each answered before the next is looked at:
+Steps 1-3 of the handling order (steps 4-9 are in ``_registry``), each answered before the next is looked at:
 
 1. wrong path                  -> 404, whatever the method; nothing consumed
 2. right path, not GET         -> 405 with ``Allow: GET``; nothing consumed

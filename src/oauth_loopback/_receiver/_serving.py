@@ -1,7 +1,7 @@
 """Serving connections: accept, move bytes through h11, decide with the core, answer.
 
 Every decision is made by the sans-I/O core (``_routing``, ``_registry``, ``_pages``); this
-module only does I/O, and every per-connection failure stays in its connection (DESIGN §5).
+module only does I/O, and every per-connection failure stays in its connection (SECURITY.md).
 :class:`ConnectionServer` serves the listening sockets of one receiver; the public
 :class:`~oauth_loopback.CallbackReceiver` owns it and the state registry it dispatches to.
 """
@@ -299,7 +299,7 @@ class ConnectionServer:
         if isinstance(decided, tuple):
             return decided
         # Delivered. Let the woken login run before the page is rendered and written
-        # (DESIGN §3: wake the waiter first), then answer the browser.
+        # (the caller can start its token exchange at once), then answer the browser.
         from anyio.lowlevel import cancel_shielded_checkpoint
 
         await cancel_shielded_checkpoint()

@@ -1,7 +1,7 @@
 """One helper for the task groups of this package: background tasks, errors unwrapped.
 
 anyio task groups wrap what escapes them in an ``ExceptionGroup``; our public functions must
-raise their typed errors as themselves (DESIGN §3: users write ``except AuthorizationDenied:``).
+raise their typed errors as themselves (users write ``except AuthorizationDenied:``).
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ trio::
     from oauth_loopback.mcp import loopback_oauth
 
     async with loopback_oauth() as cb:
-        auth = OAuthClientProvider(
-            server_url,
-            client_metadata=cb.client_metadata(client_name="my-cli"),
-            storage=cb.storage(my_token_storage),
-            redirect_handler=cb.redirect_handler,
-            callback_handler=cb.callback_handler,
+        auth = cb.client_provider(
+            server_url, my_token_storage, cb.client_metadata(client_name="my-cli")
         )
         ...  # httpx2.AsyncClient(auth=auth) -> streamable_http_client -> ClientSession
+
+The storage wrapper (:class:`RedirectAwareTokenStorage`) keeps the user logged in across
+runs: stored tokens carry their expiry so the SDK refreshes them instead of opening the
+browser, and a registration made for another ephemeral port is kept for refreshing and
+replaced only when a browser login actually starts.
 
 Requires the ``mcp`` extra: ``pip install 'oauth-loopback[mcp]'``.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -56,9 +58,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with mcp hi
 from .._config import CallbackConfig
 from .._login._browser import BrowserOpener, check_browser_url, launch_browser
 from .._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
-from ._registration import Verdict, judge_registration, loopback_port, same_redirect_uri
+from .._store._records import DEFAULT_LEEWAY
+from ._registration import (
+    Verdict,
+    judge_registration,
+    loopback_port,
+    registration_kind,
+    same_redirect_uri,
+)
 
 __all__ = [
+    "REPLACE_ON_LOGIN",
+    "ExpiringToken",
     "InvalidAuthorizationURL",
     "LoginHandlers",
     "LoopbackOAuth",
@@ -120,6 +131,32 @@ class LoginHandlers:
         # The SDK compares iss with str(metadata.issuer), so register that same string.
         return str(metadata.issuer)
 
+    def _check_registration(self, client_ids: list[str], redirect_uri: str) -> None:
+        """Warn before a browser login that the server will likely refuse.
+
+        The storage wrapper has the SDK replace a stale dynamic registration before it gets
+        here; what still arrives with a redirect URI its registration does not list is a
+        registration that cannot be replaced (or a step-up the SDK ran without re-discovery).
+        """
+        context = getattr(self._provider, "context", None)
+        info = getattr(context, "client_info", None)
+        if info is None or client_ids != [info.client_id]:
+            return
+        verdict = judge_registration(
+            [str(uri) for uri in info.redirect_uris or ()], info.application_type, redirect_uri
+        )
+        if verdict.allows_login:
+            return
+        logger.warning(
+            "this login uses client %s, whose registration does not list the redirect URI %s; "
+            "a server that matches redirect URIs exactly shows an error page instead of "
+            "signing in. Register http://127.0.0.1/callback without a port (RFC 8252 §7.3), "
+            "pin the port the registration lists (callbackPort, or CallbackConfig(port=...)), "
+            "or remove the registration from the storage so that the client registers again",
+            info.client_id,
+            redirect_uri,
+        )
+
     async def redirect_handler(self, authorization_url: str) -> None:
         """Register the login carried by ``authorization_url`` and open it in the browser.
 
@@ -149,6 +186,7 @@ class LoginHandlers:
                 f"(or cb.client_metadata(...))."
             )
             raise InvalidAuthorizationURL(msg)
+        self._check_registration(query.get("client_id", []), redirect_uris[0])
         task = anyio.get_current_task().id
         previous = self._pending.pop(task, None)
         if previous is not None:
@@ -191,21 +229,77 @@ class LoginHandlers:
         return AuthorizationCodeResult(code=response.code, state=response.state, iss=response.iss)
 
 
+#: The SEP-2352 issuer binding put on a registration that may refresh but must not start a
+#: browser login with this run's redirect URI. It equals no issuer, so the SDK keeps the
+#: registration for a refresh grant (which checks no binding) and discards it, and registers
+#: again, as soon as it starts an interactive login (``credentials_match_issuer``).
+REPLACE_ON_LOGIN = "urn:oauth-loopback:replace-on-interactive-login"
+
+# StoredTokens.is_valid()'s leeway: a token with less than this left is treated as expired,
+# so the SDK refreshes it before sending it instead of after a 401.
+_EXPIRY_LEEWAY = DEFAULT_LEEWAY
+
+
+class ExpiringToken(OAuthToken):
+    """An SDK ``OAuthToken`` that also carries when its access token expires.
+
+    ``expires_at`` is absolute (a ``time.time()`` value), set by
+    :meth:`RedirectAwareTokenStorage.set_tokens` from the response's relative
+    ``expires_in`` (RFC 6749 §5.1). A storage that serializes tokens must keep the field: dump
+    the object it is given (``model_dump_json()``) and load it back with
+    ``ExpiringToken.model_validate_json(...)``; ``OAuthToken.model_validate_json`` drops it.
+    The repr never shows a token.
+    """
+
+    expires_at: float | None = None
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in ("access_token", "refresh_token") and value:
+                yield name, "<redacted>"
+            else:
+                yield name, value
+
+
+def _plain_token(tokens: OAuthToken, **update: Any) -> OAuthToken:
+    fields = {name: getattr(tokens, name) for name in OAuthToken.model_fields}
+    fields.update(update)
+    return OAuthToken(**fields)
+
+
 class RedirectAwareTokenStorage:
-    """A ``TokenStorage`` that never hands the SDK a registration the server would reject.
+    """A ``TokenStorage`` wrapper that keeps users logged in across runs and port changes.
 
-    Wraps any SDK ``TokenStorage``. When the stored client registration does not list this
-    run's redirect URI (the ephemeral port changed), it is hidden from the SDK, which then
-    registers again (RFC 7591) and stores the new registration through this wrapper,
-    replacing the stale one. Tokens are passed through untouched.
+    Wraps any SDK ``TokenStorage``:
 
-    ``keep_native=True`` keeps a registration instead when it is ``application_type:
-    native`` and every registered URI is this one on another loopback port: RFC 8252 §7.3
-    says servers must then accept any port. It is off by default because many servers do
-    not: the MCP Python SDK's own authorization server (2.3.0) echoes ``native`` and still
-    matches redirect URIs exactly, and a rejected redirect strands the user on the server's
-    error page. Turn it on for servers you know follow §7.3; or keep the port stable with
-    ``loopback_oauth(prefer_port_from=storage)``.
+    - **Tokens carry their expiry.** ``set_tokens`` stores an :class:`ExpiringToken` with the
+      absolute ``expires_at``; ``get_tokens`` restores ``expires_in`` relative to now. The SDK
+      (2.3) loads stored tokens without an expiry and would send an expired one, get 401 and
+      open the browser; so a token with less than a minute left comes back with its access
+      token blanked, and the SDK refreshes it (RFC 6749 §6) before the first request. Once
+      :meth:`attach`-ed to its provider, the wrapper also hands the SDK the expiry itself, so
+      a long-running client refreshes a loaded token when it runs out.
+    - **A registration is never hidden.** The SDK refreshes only when it has the
+      registration, and a refresh grant never sends a redirect URI, so the stored
+      registration is always handed over, whatever port it was registered for.
+    - **A stale registration is replaced when a browser login starts, and only then.** When
+      a dynamically registered client (RFC 7591) does not list this run's redirect URI (the
+      ephemeral port changed) and the server may match redirect URIs exactly, the wrapper
+      hands the SDK a copy bound to the issuer :data:`REPLACE_ON_LOGIN`. The SDK refreshes
+      with it as usual; when it has to log in interactively, its SEP-2352 issuer check
+      discards the copy and it registers again with the live redirect URI, through your HTTP
+      client, and stores the new registration here (replacing the old one).
+    - **What cannot be replaced is used as it is:** a pre-registered client (a record
+      without RFC 7591 ``client_id_issued_at``), a client ID metadata document, a server that
+      advertises no ``registration_endpoint``. A loopback URI registered without a port
+      (``http://127.0.0.1/callback``) matches every port (RFC 8252 §7.3) and a record listing
+      no redirect URIs is left to the server to judge.
+
+    ``keep_native=True`` keeps even a stale registration for browser logins when it is
+    ``application_type: native`` and every registered URI is this one on another loopback
+    port: RFC 8252 §7.3 says servers must then accept any port. It is off by default because
+    many servers do not (the MCP Python SDK's own server, 2.3, matches exactly even for native
+    clients, and a rejected redirect strands the user on its error page).
     """
 
     def __init__(
@@ -214,12 +308,63 @@ class RedirectAwareTokenStorage:
         self.storage = storage
         self.redirect_uri = redirect_uri
         self.keep_native = keep_native
+        self._provider: OAuthClientProvider | None = None
+        # client_id -> its real issuer binding, for registrations handed out to be replaced.
+        self._replacing: dict[str, str | None] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"RedirectAwareTokenStorage({self.storage!r}, {self.redirect_uri!r}, "
+            f"keep_native={self.keep_native!r})"
+        )
+
+    def attach(self, provider: OAuthClientProvider) -> OAuthClientProvider:
+        """Let the wrapper read ``provider``'s settings and hand it the stored token expiry.
+
+        With it, a token loaded from storage is refreshed when it expires, not only when it
+        had expired at start-up, and the provider's ``client_metadata_url`` and discovered
+        metadata inform which registrations can be replaced. :meth:`LoopbackOAuth.client_provider`
+        attaches for you. Returns ``provider``.
+        """
+        self._provider = provider
+        return provider
 
     async def get_tokens(self) -> OAuthToken | None:
-        return await self.storage.get_tokens()
+        tokens = await self.storage.get_tokens()
+        if tokens is None:
+            return None
+        if not isinstance(tokens, ExpiringToken):
+            return tokens  # not stored through this wrapper: no known expiry
+        expires_at = tokens.expires_at
+        if expires_at is None:
+            return _plain_token(tokens)  # the server gave no expires_in: a 401 tells
+        if self._provider is not None:
+            # The SDK (2.3) computes this only from a token response, never from storage.
+            self._provider.context.token_expiry_time = expires_at - _EXPIRY_LEEWAY
+        left = expires_at - time.time()
+        if left > _EXPIRY_LEEWAY:
+            return _plain_token(tokens, expires_in=int(left))
+        logger.info(
+            "the stored access token has expired; %s",
+            "the client refreshes it before its first request"
+            if tokens.refresh_token
+            else "there is no refresh token, so the client logs in again",
+        )
+        # An empty access token is one the SDK neither sends nor trusts: it refreshes first.
+        return _plain_token(tokens, access_token="", expires_in=0)
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
-        await self.storage.set_tokens(tokens)
+        # RFC 6749 §5.1: expires_in counts from the response, which the SDK stores at once.
+        expires_at = None if tokens.expires_in is None else time.time() + int(tokens.expires_in)
+        fields = {name: getattr(tokens, name) for name in OAuthToken.model_fields}
+        await self.storage.set_tokens(ExpiringToken(**fields, expires_at=expires_at))
+
+    def _metadata_url(self) -> str | None:
+        return None if self._provider is None else self._provider.context.client_metadata_url
+
+    def _server_cannot_register(self) -> bool:
+        metadata = None if self._provider is None else self._provider.context.oauth_metadata
+        return metadata is not None and metadata.registration_endpoint is None
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         info = await self.storage.get_client_info()
@@ -237,16 +382,46 @@ class RedirectAwareTokenStorage:
                 "loopback port, which RFC 8252 §7.3 servers accept",
                 self.redirect_uri,
             )
-        elif verdict is Verdict.STALE:
+        if verdict.allows_login:
+            return info
+        kind = registration_kind(
+            info.client_id,
+            client_id_issued_at=info.client_id_issued_at,
+            client_metadata_url=self._metadata_url(),
+        )
+        if kind != "dynamic" or self._server_cannot_register():
+            reason = {
+                "preregistered": "a pre-registered client",
+                "metadata_document": "a client ID metadata document",
+                "dynamic": "from a server that advertises no registration endpoint",
+            }[kind]
             logger.info(
-                "the stored client registration does not list %s; ignoring it so the client "
-                "registers again",
+                "the stored client registration does not list %s, but it is %s and cannot "
+                "be replaced; it is used as it is (the server must accept any loopback port, "
+                "RFC 8252 §7.3)",
                 self.redirect_uri,
+                reason,
             )
-            return None
-        return info
+            return info
+        logger.info(
+            "the stored client registration does not list %s; it still refreshes tokens, and "
+            "the client registers again if a browser login is needed",
+            self.redirect_uri,
+        )
+        self._replacing[info.client_id] = info.issuer
+        return info.model_copy(update={"issuer": REPLACE_ON_LOGIN})
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        if client_info.issuer == REPLACE_ON_LOGIN:
+            # Never let the marker reach the storage: put the real binding back.
+            original = self._replacing.get(client_info.client_id)
+            client_info = client_info.model_copy(update={"issuer": original})
+        elif self._replacing and client_info.client_id not in self._replacing:
+            logger.info(
+                "replacing the stale client registration with a new one for %s",
+                self.redirect_uri,
+            )
+            self._replacing.clear()
         await self.storage.set_client_info(client_info)
 
 
@@ -306,10 +481,16 @@ class LoopbackOAuth:
         return await self._default.callback_handler()
 
     def client_metadata(self, **fields: Any) -> OAuthClientMetadata:
-        """``OAuthClientMetadata`` with ``redirect_uris=[self.redirect_uri]`` and your fields.
+        """``OAuthClientMetadata`` for a public native client on :attr:`redirect_uri`.
 
-        ``application_type`` defaults to ``"native"`` in the SDK, which is what a loopback
-        client is (RFC 8252 §8.4).
+        ``redirect_uris=[self.redirect_uri]``; your ``fields`` override the defaults:
+
+        - ``token_endpoint_auth_method="none"``: a native app cannot keep a secret (RFC 8252
+          §8.4). Left unset, RFC 7591 §2 defaults to ``client_secret_basic``, and servers
+          (the TypeScript MCP SDK's) then register a confidential client the SDK cannot use.
+        - ``application_type="native"`` (OpenID Connect Dynamic Registration §2).
+        - ``grant_types=["authorization_code", "refresh_token"]``: a server may refuse a
+          refresh grant to a client not registered for it (RFC 7591 §2).
         """
         if "redirect_uris" in fields:
             msg = (
@@ -317,7 +498,14 @@ class LoopbackOAuth:
                 "redirect_uris argument (or build OAuthClientMetadata yourself)."
             )
             raise TypeError(msg)
-        return OAuthClientMetadata(redirect_uris=[AnyUrl(self.redirect_uri)], **fields)
+        defaults: dict[str, Any] = {
+            "token_endpoint_auth_method": "none",
+            "application_type": "native",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }
+        return OAuthClientMetadata(
+            redirect_uris=[AnyUrl(self.redirect_uri)], **{**defaults, **fields}
+        )
 
     def storage(
         self, storage: TokenStorage, *, keep_native: bool = False
@@ -339,19 +527,24 @@ class LoopbackOAuth:
 
         ``storage`` is wrapped in :class:`RedirectAwareTokenStorage`; ``client_metadata``
         defaults to :meth:`client_metadata` and must list :attr:`redirect_uri` first.
-        Other keyword arguments go to ``OAuthClientProvider``.
+        Other keyword arguments go to ``OAuthClientProvider`` (e.g. ``client_metadata_url=``
+        for a client ID metadata document). The handlers and the storage wrapper are
+        attached to the provider (:meth:`LoginHandlers.attach`,
+        :meth:`RedirectAwareTokenStorage.attach`).
         """
         if client_metadata is None:
             client_metadata = self.client_metadata()
         handlers = self.handlers(issuer=issuer)
+        wrapped = self.storage(storage, keep_native=keep_native)
         provider = OAuthClientProvider(
             server_url,
             client_metadata,
-            self.storage(storage, keep_native=keep_native),
+            wrapped,
             redirect_handler=handlers.redirect_handler,
             callback_handler=handlers.callback_handler,
             **kwargs,
         )
+        wrapped.attach(provider)
         return handlers.attach(provider)
 
 

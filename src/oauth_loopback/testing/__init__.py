@@ -21,36 +21,39 @@ user, everything in memory, loopback only.
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import anyio
 from anyio.abc import SocketAttribute, SocketListener
 
-from .._errors import OAuthLoopbackError
+from .._receiver._tasks import background
 from ._authlib import (
     ClientRecord,
     OAuthBackend,
     is_loopback_http,
-    token_error_response,
     validate_metadata,
 )
-from ._http import HttpRequest, HttpResponse, HttpServer, bind_loopback
+from ._browser import follow_redirects
+from ._http import HttpServer, bind_loopback
+from ._resource import ProtectedResource
+from ._routes import Routes, Switches
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["AuthorizationServer", "IssuedToken", "RegisteredClient", "follow_redirects"]
+__all__ = [
+    "AuthorizationServer",
+    "IssuedToken",
+    "ProtectedResource",
+    "RegisteredClient",
+    "follow_redirects",
+]
 
 logger = logging.getLogger("oauth_loopback.testing")
 
@@ -67,22 +70,8 @@ TOKEN_ERRORS = frozenset(
 )
 _AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
 _WRONG_ISS = "https://mix-up.invalid"
-# Consent tickets waiting for approve/deny: single-use, bounded, short-lived.
 _MAX_TICKETS = 256
 _TICKET_LIFETIME = 600.0
-_PAGE_HEADERS = (
-    ("Content-Type", "text/html; charset=utf-8"),
-    ("Cache-Control", "no-store"),
-    # Not no-referrer: browsers then send "Origin: null" with the consent form, which would
-    # defeat the origin check below. same-origin still sends nothing to other origins (the
-    # receiver is one: another port).
-    ("Referrer-Policy", "same-origin"),
-    ("X-Frame-Options", "DENY"),  # the consent page must not be framed (clickjacking)
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -167,6 +156,8 @@ class AuthorizationServer:
         deny: bool = False,
         wrong_iss: bool = False,
         token_error: str | None = None,
+        par: bool = False,
+        require_par: bool = False,
     ) -> None:
         if token_error is not None and token_error not in TOKEN_ERRORS:
             msg = (
@@ -193,11 +184,13 @@ class AuthorizationServer:
         self._deny = deny
         self._wrong_iss = wrong_iss
         self._token_error = token_error
+        # RFC 9126: advertise a pushed authorization request endpoint; require_par implies it.
+        self._par = par or require_par
+        self._require_par = require_par
         self._backend: OAuthBackend | None = None
         self._port: int | None = None
         self._metadata: Mapping[str, Any] = MappingProxyType({})
-        self._requests: list[tuple[str, str]] = []
-        self._tickets: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._routes: Routes | None = None
         self._stack: AsyncExitStack | None = None
 
     def __repr__(self) -> str:
@@ -253,24 +246,25 @@ class AuthorizationServer:
         except BaseException:
             await anyio.aclose_forcefully(listener)
             raise
-        http = HttpServer(self._handle)
+        self._routes = Routes(
+            Switches(
+                path_prefix=self._path_prefix,
+                registration=self._registration,
+                deny=self._deny,
+                auto_approve=self._auto_approve,
+                token_error=self._token_error,
+                par=self._par,
+                require_par=self._require_par,
+            ),
+            self._backend,
+            self._port,
+            self._metadata,
+        )
+        http = HttpServer(self._routes.handle)
         logger.debug("test authorization server listening at %s", self.issuer)
-        failure: BaseException | None = None
-        async with anyio.create_task_group() as tg:
+        async with background() as tg:
             tg.start_soon(http.accept_loop, listener, tg)
-            try:
-                yield
-            except BaseException as exc:  # noqa: BLE001  (re-raised below, never swallowed)
-                # Re-raised outside the task group: callers see their own exception, never
-                # an ExceptionGroup of ours (as open_receiver does).
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if failure is not None:
-            try:
-                raise failure
-            finally:
-                failure = None
+            yield
 
     # --- what tests read -------------------------------------------------------------------
 
@@ -342,7 +336,7 @@ class AuthorizationServer:
     @property
     def requests(self) -> list[tuple[str, str]]:
         """``(method, path)`` of every request handled, oldest first; never a query."""
-        return list(self._requests)
+        return [] if self._routes is None else list(self._routes.requests)
 
     def register_client(
         self,
@@ -434,106 +428,10 @@ class AuthorizationServer:
             metadata["scopes_supported"] = list(self._scopes_supported)
         if self._issue_iss:
             metadata["authorization_response_iss_parameter_supported"] = True  # RFC 9207 §3
+        if self._par:  # RFC 9126 §5
+            metadata["pushed_authorization_request_endpoint"] = f"{issuer}/par"
+            metadata["require_pushed_authorization_requests"] = self._require_par
         return metadata
-
-    # --- request handling (synchronous: nothing here blocks) -------------------------------
-
-    def _handle(self, request: HttpRequest) -> HttpResponse:
-        path = request.path
-        self._requests.append((request.method, path))
-        backend = self._require_backend()
-        # DNS-rebinding guard: only our own loopback authority.
-        host = request.headers.get("host", "")
-        if host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
-            return _page(421, "Wrong host", "This test server answers only on 127.0.0.1.")
-        prefix = self._path_prefix
-        if path == f"/.well-known/oauth-authorization-server{prefix}":
-            if request.method not in ("GET", "HEAD"):
-                return _not_allowed("GET")
-            return _json(200, dict(self._metadata))
-        if path == f"{prefix}/authorize":
-            if request.method == "GET":
-                return self._authorize(backend, request)
-            if request.method == "POST":
-                return self._consent_decision(backend, request)
-            return _not_allowed("GET, POST")
-        if path == f"{prefix}/token":
-            if request.method != "POST":
-                return _not_allowed("POST")
-            if self._token_error is not None:
-                return token_error_response(
-                    self._token_error,
-                    "This test server was started with token_error= and answers every token "
-                    "request with it.",
-                )
-            return backend.token(request)
-        if self._registration and path == f"{prefix}/register":
-            if request.method != "POST":
-                return _not_allowed("POST")
-            return backend.register(request)
-        return _page(404, "Not found", "There is nothing at this path on the test server.")
-
-    def _authorize(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
-        outcome = backend.authorize(request)
-        if outcome.response is not None:
-            return outcome.response
-        if outcome.error_page is not None:
-            error, description = outcome.error_page
-            # RFC 6749 §4.1.2.1: no redirect when the client or redirect URI is invalid.
-            return _page(400, f"Authorization request refused: {error}", description)
-        if self._deny:
-            return backend.decide(request, approve=False)
-        if self._auto_approve:
-            return backend.decide(request, approve=True)
-        ticket = self._new_ticket(request.target)
-        client = outcome.client
-        if client is None:  # authorize() returns one of the three outcomes
-            return _page(500, "Server bug", "No client after a valid authorization request.")
-        return _consent_page(
-            action=f"{self._path_prefix}/authorize",
-            ticket=ticket,
-            client_name=client.client_name or client.client_id,
-            scope=outcome.scope,
-            redirect_uri=outcome.redirect_uri,
-        )
-
-    def _new_ticket(self, target: str) -> str:
-        now = time.monotonic()
-        while self._tickets and (
-            len(self._tickets) >= _MAX_TICKETS or next(iter(self._tickets.values()))[1] < now
-        ):
-            self._tickets.popitem(last=False)
-        ticket = secrets.token_urlsafe(32)
-        self._tickets[ticket] = (target, now + _TICKET_LIFETIME)
-        return ticket
-
-    def _consent_decision(self, backend: OAuthBackend, request: HttpRequest) -> HttpResponse:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
-            return _page(415, "Unsupported form", "Submit the consent form from this server.")
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"http://127.0.0.1:{self.port}":
-            # A cross-site form post: refuse it even with a valid ticket.
-            return _page(403, "Cross-site request refused", "Submit the form from this page.")
-        fields = parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-        values: dict[str, list[str]] = {}
-        for name, value in fields:
-            values.setdefault(name, []).append(value)
-        tickets, decisions = values.get("ticket", []), values.get("decision", [])
-        if len(tickets) != 1 or len(decisions) != 1 or decisions[0] not in ("approve", "deny"):
-            return _page(400, "Bad consent form", "Choose Approve or Deny on the consent page.")
-        entry = self._tickets.pop(tickets[0], None)
-        if entry is None or entry[1] < time.monotonic():
-            return _page(
-                400,
-                "This consent request is no longer valid",
-                "It was already answered or has expired. Start the login again from your app.",
-            )
-        original = HttpRequest("GET", entry[0], request.headers)
-        response = backend.decide(original, approve=decisions[0] == "approve")
-        if response.status == 302:
-            response.status = 303  # RFC 9110 §15.4.4: after a POST, GET the redirect target
-        return response
 
 
 def _check_path_prefix(prefix: str) -> str:
@@ -565,128 +463,3 @@ def _public_client(record: ClientRecord) -> RegisteredClient:
         client_name=record.client_name,
         dynamic=record.dynamic,
     )
-
-
-def _json(status: int, body: Mapping[str, Any]) -> HttpResponse:
-    return HttpResponse(
-        status,
-        json.dumps(body).encode(),
-        [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-    )
-
-
-def _not_allowed(allow: str) -> HttpResponse:
-    response = _page(405, "Method not allowed", f"This endpoint accepts {allow}.")
-    response.headers.append(("Allow", allow))
-    return response
-
-
-def _html(status: int, title: str, body: str) -> HttpResponse:
-    document = (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font:16px system-ui,sans-serif;max-width:36em;margin:3em auto;"
-        "padding:0 1em}button{font:inherit;padding:.5em 1.5em;margin-right:1em}"
-        "code{word-break:break-all}</style></head>"
-        f"<body>{body}</body></html>"
-    )
-    return HttpResponse(status, document.encode("utf-8"), list(_PAGE_HEADERS))
-
-
-def _page(status: int, title: str, message: str) -> HttpResponse:
-    return _html(status, title, f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>")
-
-
-def _consent_page(
-    *, action: str, ticket: str, client_name: str, scope: str, redirect_uri: str
-) -> HttpResponse:
-    e = html.escape
-    scopes = "".join(f"<li><code>{e(s)}</code></li>" for s in scope.split()) or "<li>none</li>"
-    body = (
-        f"<h1>Authorize {e(client_name)}?</h1>"
-        "<p>This is the oauth-loopback test authorization server.</p>"
-        f"<p>Requested scopes:</p><ul>{scopes}</ul>"
-        f"<p>You will be sent back to <code>{e(redirect_uri)}</code>.</p>"
-        f'<form method="post" action="{e(action)}">'
-        f'<input type="hidden" name="ticket" value="{e(ticket)}">'
-        '<button type="submit" name="decision" value="approve" id="approve">Approve</button>'
-        '<button type="submit" name="decision" value="deny" id="deny">Deny</button>'
-        "</form>"
-    )
-    response = _html(200, "Authorize access", body)
-    # Lets follow_redirects() tell "a person must click here" from a final page.
-    response.headers.append((_CONSENT_HEADER, "required"))
-    return response
-
-
-# --- a headless stand-in for the browser ----------------------------------------------------
-
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CONSENT_HEADER = "X-OAuth-Loopback-Consent"
-
-
-async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
-    """Play the browser for a headless login: GET ``url`` and follow its redirects.
-
-    Only loopback ``http`` URLs are requested (the test server and your receiver); a redirect
-    anywhere else raises :class:`OAuthLoopbackError` before anything is sent there. It stops
-    at the first response that is not a redirect, which for a login against
-    ``AuthorizationServer(auto_approve=True)`` is your receiver's callback page, so the
-    waiting login wakes. Returns that last URL with ``code`` and ``state`` redacted.
-
-    A test server with ``auto_approve=False`` answers with its consent page instead, which
-    needs a real browser: that raises :class:`OAuthLoopbackError` saying so, rather than
-    leaving the login waiting.
-    """
-    import httpx2  # deferred: only this helper needs an HTTP client
-
-    if isinstance(max_hops, bool) or not isinstance(max_hops, int) or max_hops < 0:
-        msg = f"max_hops must be a non-negative whole number, not {max_hops!r}."
-        raise ValueError(msg)
-    current = url
-    async with httpx2.AsyncClient(trust_env=False, follow_redirects=False, timeout=10.0) as client:
-        for _ in range(max_hops + 1):
-            if not is_loopback_http(current):
-                msg = (
-                    f"follow_redirects() only visits loopback http URLs (127.0.0.1, [::1], "
-                    f"localhost) and was sent to {_redact(current)!r}. Use a real browser for "
-                    f"other authorization servers."
-                )
-                raise OAuthLoopbackError(msg)
-            try:
-                response = await client.get(current)
-            except httpx2.HTTPError as exc:
-                msg = (
-                    f"follow_redirects() could not load {_redact(current)!r}: {exc}. Is the "
-                    f"server (or receiver) still running?"
-                )
-                raise OAuthLoopbackError(msg) from exc
-            if response.headers.get(_CONSENT_HEADER) == "required":
-                msg = (
-                    "follow_redirects() reached the test server's consent page, which needs "
-                    "someone to press Approve or Deny. Start the server with "
-                    "AuthorizationServer(auto_approve=True) for headless runs, or drive a "
-                    "real browser."
-                )
-                raise OAuthLoopbackError(msg)
-            location = response.headers.get("location")
-            if response.status_code not in _REDIRECTS or not location:
-                return _redact(current)
-            current = urljoin(current, location)
-    msg = f"follow_redirects() gave up after {max_hops} redirects; raise max_hops= if expected."
-    raise OAuthLoopbackError(msg)
-
-
-def _redact(url: str) -> str:
-    """The URL with ``code`` and ``state`` values replaced: both end up in logs otherwise."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    query = urlencode(
-        [
-            (k, "REDACTED" if k in ("code", "state") else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="/:",
-    )
-    return urlunsplit(parts._replace(query=query))

@@ -573,6 +573,17 @@ class OAuthBackend:
         response: HttpResponse = self._server.create_token_response(request)
         return response
 
+    def authenticate(self, request: HttpRequest) -> ClientRecord | None:
+        """The client a back-channel request authenticates as (RFC 6749 §2.3), or None."""
+        oauth_request = _OAuth2Request(request, self.origin)
+        try:
+            client: ClientRecord = self._server.authenticate_client(
+                oauth_request, ["none", "client_secret_basic", "client_secret_post"], "pushed"
+            )
+        except OAuth2Error:
+            return None
+        return client
+
     def register(self, request: HttpRequest) -> HttpResponse:
         response: HttpResponse | None = self._server.create_endpoint_response(
             "client_registration", request

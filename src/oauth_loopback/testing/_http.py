@@ -1,7 +1,7 @@
 """A small HTTP/1.1 server on anyio + h11, for the embedded test authorization server.
 
-Same plumbing as ``_server.py`` (one task group, h11 per connection, a read deadline and size
-caps on every request, the idlest connection closed when the cap is reached), but generic: a
+The h11 plumbing is the receiver's own (``oauth_loopback._receiver._http``: the connection
+table and its cap, the per-connection guard, reads, response bytes); what is here is generic: a
 synchronous handler maps one :class:`HttpRequest` to one :class:`HttpResponse`. Unlike the
 callback receiver it reads request bodies (token and registration requests are POSTs) and keeps
 connections alive, because httpx and browsers reuse them. No threads; the handler never blocks.
@@ -13,12 +13,13 @@ import logging
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import anyio
 import h11
 from anyio.abc import SocketListener, SocketStream, TaskGroup
+
+from .._receiver._http import Connections, Slot, guard_connection, reason, receive, response_bytes
 
 logger = logging.getLogger("oauth_loopback.testing")
 
@@ -27,9 +28,7 @@ logger = logging.getLogger("oauth_loopback.testing")
 MAX_REQUEST_HEAD = 8 * 1024
 # A token request is a few hundred bytes, a registration request a few KiB.
 MAX_REQUEST_BODY = 64 * 1024
-_RECEIVE_SIZE = 4096
 _BACKLOG = 64
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class Headers(Mapping[str, str]):
@@ -122,14 +121,6 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> Headers:
     return Headers(items)
 
 
-class _Slot:
-    __slots__ = ("last_activity", "scope")
-
-    def __init__(self, now: float) -> None:
-        self.last_activity = now
-        self.scope = anyio.CancelScope()
-
-
 class HttpServer:
     """Serve ``handler`` on a listener until the surrounding task group is cancelled."""
 
@@ -142,8 +133,7 @@ class HttpServer:
     ) -> None:
         self._handler = handler
         self._read_timeout = read_timeout
-        self._max_connections = max_connections
-        self._connections: dict[_Slot, None] = {}
+        self._connections = Connections(max_connections, logger)
 
     async def accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
         async with listener:
@@ -156,42 +146,25 @@ class HttpServer:
                     logger.warning("accept() failed (%s); retrying shortly", exc)
                     await anyio.sleep(0.05)
                     continue
-                slot = _Slot(anyio.current_time())
-                if len(self._connections) >= self._max_connections:
-                    # Never lock a browser out: close the connection idle longest.
-                    victim = min(self._connections, key=lambda s: s.last_activity)
-                    del self._connections[victim]
-                    victim.scope.cancel()
-                self._connections[slot] = None
+                slot = self._connections.open()  # at the cap, the idlest connection goes
                 tg.start_soon(self._serve_connection, stream, slot)
 
-    async def _serve_connection(self, stream: SocketStream, slot: _Slot) -> None:
+    async def _serve_connection(self, stream: SocketStream, slot: Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
-        try:
-            with slot.scope:
-                while True:
-                    answer = await self._next_response(conn, stream, slot)
-                    if answer is None:
-                        return
-                    method, response = answer
-                    with anyio.move_on_after(self._read_timeout):
-                        await self._send(conn, stream, response, head=method == "HEAD")
-                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                        return
-                    conn.start_next_cycle()  # keep-alive: httpx and browsers reuse connections
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-            pass
-        except (OSError, h11.LocalProtocolError) as exc:
-            logger.debug("connection ended: %s", type(exc).__name__)
-        except Exception:
-            # The one broad guard: a bug costs one connection, never the server.
-            logger.exception("bug in oauth_loopback.testing while serving a connection")
-        finally:
-            self._connections.pop(slot, None)
-            await anyio.aclose_forcefully(stream)
+        async with guard_connection(stream, slot, self._connections, logger):
+            while True:
+                answer = await self._next_response(conn, stream, slot)
+                if answer is None:
+                    return
+                method, response = answer
+                with anyio.move_on_after(self._read_timeout):
+                    await self._send(conn, stream, response, head=method == "HEAD")
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()  # keep-alive: httpx and browsers reuse connections
 
     async def _next_response(
-        self, conn: h11.Connection, stream: SocketStream, slot: _Slot
+        self, conn: h11.Connection, stream: SocketStream, slot: Slot
     ) -> tuple[str, HttpResponse] | None:
         """The next request's method and its response; None when the connection is done."""
         status = 408  # what the peer gets if the deadline passes mid-request
@@ -214,23 +187,17 @@ class HttpServer:
             return None
         if conn.their_state is h11.IDLE and status == 408:
             return None  # an idle keep-alive connection timed out: just close it
-        phrase = HTTPStatus(status).phrase.encode()
-        return "", HttpResponse(status, phrase, [("Connection", "close")])
+        return "", HttpResponse(status, reason(status), [("Connection", "close")])
 
     async def _read_request(
-        self, conn: h11.Connection, stream: SocketStream, slot: _Slot
+        self, conn: h11.Connection, stream: SocketStream, slot: Slot
     ) -> HttpRequest | None:
         head: h11.Request | None = None
         body = bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive(_RECEIVE_SIZE)
-                except anyio.EndOfStream:
-                    data = b""
-                slot.last_activity = anyio.current_time()
-                conn.receive_data(data)
+                conn.receive_data(await receive(stream, slot))
             elif isinstance(event, h11.Request):
                 head = event
                 # h11 caps only a head that arrives incomplete; a complete one that is too
@@ -265,13 +232,7 @@ class HttpServer:
         self, conn: h11.Connection, stream: SocketStream, response: HttpResponse, *, head: bool
     ) -> None:
         headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
-        headers.append((b"Content-Length", str(len(response.body)).encode()))
-        reason = _REASONS.get(response.status, b"")
-        data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-        if not head:  # RFC 9110 §9.3.2: HEAD gets the GET headers and no body
-            data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
-        data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
-        await stream.send(data)
+        await stream.send(response_bytes(conn, response.status, headers, response.body, head=head))
 
 
 def bind_loopback() -> socket.socket:
