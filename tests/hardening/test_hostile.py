@@ -569,7 +569,20 @@ async def test_sticky_port_is_taken_again_right_after_the_previous_run() -> None
     async with ol.open_receiver() as first:
         port = first.port
         for i in range(3):
-            await _complete(first, first.expect(), f"run1-{i}")
+            pending = first.expect()
+            # Read to the receiver's end of stream before closing: it closes first, so the
+            # TIME_WAIT of each connection is on its side, the port's.
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(_head(port, f"/callback?state={pending.state}&code=c{i}"))
+                reply = b""
+                with anyio.fail_after(5):
+                    while True:
+                        try:
+                            reply += await stream.receive()
+                        except (anyio.EndOfStream, anyio.BrokenResourceError):
+                            break
+            assert _status(reply) == 200
+            assert (await pending.wait(5)).code == f"c{i}"
     assert _time_wait_on(port) > 0  # we closed first: the port's connections wait it out
     async with ol.open_receiver(ol.CallbackConfig(prefer_port=port)) as second:
         # (Another process's connection could take the port in between on a busy machine:
