@@ -598,6 +598,7 @@ def test_valid_callbacks_in_any_dress_wake_exactly_their_login(
 class _Waiter:
     def __init__(self, issuer: str | None) -> None:
         self.issuer = issuer
+        self.require_iss = True
 
 
 _query_atoms = st.sampled_from(

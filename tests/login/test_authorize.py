@@ -603,7 +603,14 @@ async def test_browser_callback_wins_over_a_silent_prompt() -> None:
             cancelled.set()
         return None  # pragma: no cover
 
-    token = await _authorize(server, paste=True, read_line=read_line)
+    async with anyio.create_task_group() as tg:
+
+        def open_browser(url: str) -> bool:
+            # Like a real launcher: start the browser and return; it loads the page meanwhile.
+            tg.start_soon(server.browser(), url)
+            return True
+
+        token = await _authorize(server, paste=True, read_line=read_line, open_browser=open_browser)
     assert token.access_token == "at-secret-value"
     assert cancelled.is_set()
 

@@ -33,6 +33,7 @@ NEAR_MISSES = [
 class _Waiter:
     def __init__(self, issuer: str | None) -> None:
         self.issuer = issuer
+        self.require_iss = True
 
 
 @pytest.mark.parametrize("iss", NEAR_MISSES)

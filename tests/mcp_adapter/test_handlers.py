@@ -396,6 +396,13 @@ async def test_explicit_issuer_requires_iss() -> None:
             await pair.callback_handler()
 
 
+async def _hit(port: int, target: str) -> None:
+    """The browser's callback request, sent without waiting for its page: a provider from
+    client_provider() holds the page for the token exchange, which these tests never run."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+
+
 def _provider(cb: LoopbackOAuth, *, iss_supported: bool | None) -> OAuthClientProvider:
     provider = cb.client_provider("https://mcp.example/mcp", MemoryStorage())
     provider.context.oauth_metadata = OAuthMetadata.model_validate(
@@ -424,7 +431,7 @@ async def test_issuer_comes_from_metadata_that_advertises_iss() -> None:
         await redirect(_url(cb, state="t"))
         metadata = provider.context.oauth_metadata
         assert metadata is not None
-        await get(cb.port, "/callback?code=c&state=t&iss=" + quote(str(metadata.issuer)))
+        await _hit(cb.port, "/callback?code=c&state=t&iss=" + quote(str(metadata.issuer)))
         assert (await callback()).code == "c"
 
 
@@ -435,8 +442,22 @@ async def test_no_issuer_required_without_iss_support() -> None:
         assert provider.context.redirect_handler is not None
         assert provider.context.callback_handler is not None
         await provider.context.redirect_handler(_url(cb, state="s"))
-        await get(cb.port, "/callback?code=c&state=s")
+        await _hit(cb.port, "/callback?code=c&state=s")
         assert (await provider.context.callback_handler()).iss is None
+
+
+async def test_a_different_iss_is_refused_even_without_iss_support() -> None:
+    """Metadata without iss support: a *present* iss of another issuer is still refused (RFC 9207 §2.4)."""
+    async with loopback_oauth(open_browser=Opener()) as cb:
+        provider = _provider(cb, iss_supported=None)
+        assert provider.context.redirect_handler is not None
+        assert provider.context.callback_handler is not None
+        await provider.context.redirect_handler(_url(cb, state="s"))
+        reply = await get(cb.port, "/callback?code=c&state=s&iss=https%3A%2F%2Fevil.example")
+        assert reply.status == 400
+        assert "Signed in" not in reply.text
+        with pytest.raises(IssuerMismatch):
+            await provider.context.callback_handler()
 
 
 # --- wiring -----------------------------------------------------------------------------

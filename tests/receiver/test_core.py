@@ -21,6 +21,7 @@ from oauth_loopback._receiver._routing import allowed_host_headers, route
 @dataclass(eq=False)
 class FakeWaiter:
     issuer: str | None = None
+    require_iss: bool = True
 
 
 HOSTS = allowed_host_headers("127.0.0.1", 5000)

@@ -23,19 +23,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+import anyio
+import anyio.abc
 import httpx2
 from authlib.common.security import generate_token
 
 from .._config import CallbackConfig
 from .._errors import (
-    AuthorizationError,
     BrowserUnavailable,
     IDTokenError,
-    IssuerMismatch,
+    OAuthLoopbackError,
+    ServerUnreachable,
+    TokenError,
     UnsupportedServer,
 )
-from .._receiver._receiver import open_receiver
+from .._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
+from .._receiver._registry import AuthorizationResponse
+from .._receiver._tasks import background
 from .._store._records import ClientRegistration
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
@@ -46,9 +52,15 @@ from ._metadata import Metadata, check_issuer, check_server, discover, given_met
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
 from ._token import Token
 
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
 __all__ = ["ShowURL", "StepCallback", "authorize"]
 
 logger = logging.getLogger("oauth_loopback.oauth")
+
+# Seconds an opener still loading the page may take to receive it once the login ended.
+_BROWSER_GRACE = 1.0
 
 
 #: ``show_url(url)``: display the authorization URL to the user (sync; return value ignored).
@@ -58,13 +70,6 @@ ShowURL = Callable[[str], object]
 #: ``on_step(name, detail)``: called after each step (``bind``, ``discovery``,
 #: ``registration``, ``redirect``, ``callback``, ``token``). ``detail`` never holds a secret.
 StepCallback = Callable[[str, str], object]
-
-
-def check_present_iss(iss: str | None, issuer: str) -> None:
-    """RFC 9207 §2.4: an ``iss`` that is present must match, even when the server's metadata
-    does not advertise it (when it does, the receiver has already insisted on it)."""
-    if iss is not None and iss != issuer:
-        raise IssuerMismatch(issuer, iss)
 
 
 def step(on_step: StepCallback | None, name: str, detail: str) -> None:
@@ -84,7 +89,7 @@ async def authorize(
     open_browser: BrowserOpener | None = None,
     # A login must not hang forever by default (like wait(timeout=),
     # the deliberate exception to ASYNC109, implemented with the receiver's cancel scope).
-    timeout: float | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109
     paste: bool = False,
     show_url: ShowURL | None = None,
     read_line: ReadLine | None = None,
@@ -211,9 +216,12 @@ async def authorize(
                 resource=resource,
                 on_step=on_step,
             )
-            # RFC 9207 §2.4: when the server promises iss, a response without it (or with
-            # another) is refused by the receiver as a possible mix-up attack.
-            pending = receiver.expect(issuer=issuer if server.issues_iss else None)
+            # RFC 9207 §2.4: a present iss must be this issuer's, whatever the server
+            # advertises; a missing one is refused too when the server promises iss. The
+            # receiver refuses either with its 400 page. The page of a code waits for the
+            # token exchange (finish() below), so it says "Signed in" only once a token did
+            # arrive.
+            pending = receiver.expect(issuer=issuer, require_iss=server.issues_iss, hold_page=True)
             code_verifier = generate_token(VERIFIER_LENGTH)
             # OIDC Core §3.1.2.1: with scope openid, a nonce binds the ID token to this login.
             nonce = generate_token(32) if "openid" in (scope or "").split() else None
@@ -239,31 +247,83 @@ async def authorize(
                     # user back (a stale client_id). Not needed for a client the server just
                     # registered or was asked about; with PAR the push checked the client.
                     await oauth.preflight(url, redirect_uri, oauth.client_id)
-            first_prompt = await _send_user(
-                url, server, redirect_uri, open_browser, paste, show_url, on_step, browser_command
-            )
-            try:
-                response = await wait_for_response(
-                    receiver, pending, timeout, read_line, first_prompt
+            # The launch runs beside the wait (an opener may load the whole page before it
+            # returns, and the page waits for the token); its task group also owns the
+            # private redirect page the default launcher writes, removed when this ends.
+            async with background() as browser:
+                response, launched = await _send_user_and_wait(
+                    url,
+                    server,
+                    receiver,
+                    pending,
+                    open_browser,
+                    paste,
+                    show_url,
+                    on_step,
+                    timeout,
+                    read_line,
+                    browser,
+                    browser_command,
                 )
-            except AuthorizationError as exc:
-                check_present_iss(exc.iss, issuer)
-                raise
-            check_present_iss(response.iss, issuer)
-            checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
-            step(on_step, "callback", f"authorization code received{checked}")
-            token = await oauth.exchange(
-                server.token_endpoint,
-                code=response.code,
-                code_verifier=code_verifier,
-                redirect_uri=redirect_uri,
-                resource=resource,
-                dpop_key=dpop_key,
-            )
-            token.client = registration
-            await _check_id_token(oauth, server, issuer, token, nonce)
-            step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
-            return token
+                checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
+                step(on_step, "callback", f"authorization code received{checked}")
+                try:
+                    token = await oauth.exchange(
+                        server.token_endpoint,
+                        code=response.code,
+                        code_verifier=code_verifier,
+                        redirect_uri=redirect_uri,
+                        resource=resource,
+                        dpop_key=dpop_key,
+                    )
+                    token.client = registration
+                    await _check_id_token(oauth, server, issuer, token, nonce)
+                except Exception as exc:
+                    pending.finish(ok=False, message=failure_page_text(exc, config.app_name))
+                    await _browser_done(launched)
+                    raise
+                except BaseException as exc:  # cancelled: say so, and leave at once
+                    pending.finish(ok=False, message=failure_page_text(exc, config.app_name))
+                    raise
+                pending.finish(ok=True)
+                step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
+                await _browser_done(launched)
+                return token
+
+
+async def _browser_done(launched: anyio.Event | None) -> None:
+    """Give an opener that loads the whole page (a test browser, automation) the moment it
+    needs to receive the page finish() just released, instead of cancelling it mid-read."""
+    if launched is not None:
+        with anyio.move_on_after(_BROWSER_GRACE):
+            await launched.wait()
+
+
+def failure_page_text(exc: BaseException, app_name: str) -> str:
+    """What the browser's page says when the login failed after the code arrived: why, and
+    what to do (shown escaped after "Sign-in failed —"). Never a secret: no code, no token."""
+    again = f"Start the sign-in again from {app_name}."
+    if isinstance(exc, TokenError):
+        detail = f": {exc.description}" if exc.description else ""
+        return (
+            f"the authorization server did not issue a token ({exc.error}{detail}). {again} "
+            f"If it keeps failing, {app_name} may need a new client registration."
+        )
+    if isinstance(exc, IDTokenError):
+        return (
+            f"the identity token the server sent could not be verified ({exc.reason}), so "
+            f"{app_name} did not accept it. {again}"
+        )
+    if isinstance(exc, ServerUnreachable):
+        return (
+            f"{app_name} could not reach the authorization server to finish the sign-in. "
+            f"Check the network connection, then start the sign-in again."
+        )
+    if isinstance(exc, OAuthLoopbackError):
+        return f"{app_name} could not finish the sign-in ({type(exc).__name__}). {again}"
+    if isinstance(exc, Exception):
+        return f"{app_name} hit an unexpected error while finishing the sign-in. {again}"
+    return f"{app_name} stopped before the sign-in finished. {again}"
 
 
 async def _check_id_token(
@@ -372,34 +432,91 @@ def _check_client(client: object, issuer: str) -> ClientRegistration | None:
     return client
 
 
-async def _send_user(
+async def _send_user_and_wait(
     url: str,
     server: Metadata,
-    redirect_uri: str,
+    receiver: CallbackReceiver,
+    pending: PendingCallback,
     open_browser: BrowserOpener | None,
     paste: bool,
     show_url: ShowURL | None,
     on_step: StepCallback | None,
+    wait_seconds: float | None,
+    read_line: ReadLine | None,
+    browser: TaskGroup,
     browser_command: str | None = None,
-) -> str:
-    """Show the URL and/or open the browser; return the paste prompt's first text."""
+) -> tuple[AuthorizationResponse, anyio.Event | None]:
+    """Show the URL and/or open the browser, and wait for the response meanwhile.
+
+    The opener runs in ``browser`` beside the wait: a browser that gives up (returns False
+    with the URL shown nowhere) or an opener that raises ends the wait with that error.
+    Returns the response and the event set once the opener returned (None: no opener).
+    """
     endpoint = server.authorization_endpoint.partition("?")[0]
+    redirect_uri = receiver.redirect_uri
     first_prompt = PASTE_PROMPT.format(prefix=redirect_uri)
-    if show_url is not None:
-        show_url(url)
-    elif paste:
+    if paste and show_url is None:
         first_prompt = f"Open this address in a browser to sign in:\n\n  {url}\n\n{first_prompt}"
     if paste and open_browser is None:
+        if show_url is not None:
+            show_url(url)
         step(on_step, "redirect", f"waiting for the user to open {endpoint}")
-        return first_prompt
-    opened = await launch_browser(url, open_browser, browser_command=browser_command)
-    if not opened and show_url is None and not paste:
-        msg = (
-            "Could not open a browser for the login, and the authorization URL was not shown "
-            "anywhere. Pass show_url= (e.g. print) so the user can open it by hand, or "
-            "paste=True for a session without a browser (CLI: --no-browser)."
-        )
-        raise BrowserUnavailable(msg)
-    logger.info("sent the browser to %s", endpoint)
-    step(on_step, "redirect", f"browser sent to {endpoint}")
-    return first_prompt
+        pasted = await wait_for_response(receiver, pending, wait_seconds, read_line, first_prompt)
+        return pasted, None
+    announced = False
+
+    def announce() -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            logger.info("sent the browser to %s", endpoint)
+            step(on_step, "redirect", f"browser sent to {endpoint}")
+
+    failure: list[Exception] = []
+    response: AuthorizationResponse | None = None
+    launched = anyio.Event()
+    with anyio.CancelScope() as waiting:
+
+        async def launch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            task_status.started()
+            try:
+                opened = await launch_browser(
+                    url, open_browser, task_group=browser, browser_command=browser_command
+                )
+            except Exception as exc:  # noqa: BLE001  (raised by authorize, below)
+                failure.append(exc)
+                waiting.cancel()
+                return
+            finally:
+                launched.set()
+            if not opened and show_url is None and not paste:
+                msg = (
+                    "Could not open a browser for the login, and the authorization URL was "
+                    "not shown anywhere. Pass show_url= (e.g. print) so the user can open it "
+                    "by hand, or paste=True for a session without a browser (CLI: "
+                    "--no-browser)."
+                )
+                failure.append(BrowserUnavailable(msg))
+                waiting.cancel()
+                return
+            announce()
+
+        # Started (running) before the URL is shown: whatever interrupts the login from
+        # here on finds a task to cancel, never a coroutine that was not yet awaited.
+        await browser.start(launch)
+        if show_url is not None:
+            show_url(url)
+        try:
+            response = await wait_for_response(
+                receiver, pending, wait_seconds, read_line, first_prompt, launched
+            )
+        except Exception:
+            # Refused at the receiver (denied, another issuer): its page is on its way.
+            await _browser_done(launched)
+            raise
+    if failure and response is None:
+        raise failure[0]
+    # The response may come first: an opener that loads the whole page returns only then.
+    announce()
+    assert response is not None  # noqa: S101  (the wait returned, or a failure was raised)
+    return response, launched

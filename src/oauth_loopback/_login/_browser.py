@@ -149,7 +149,11 @@ async def launch_browser(
     else:
         page = await anyio.to_thread.run_sync(_write_page, url)
         try:
-            opened = await anyio.to_thread.run_sync(_open_page, page, browser_command)
+            # Abandoned if the login ends first: webbrowser waits for a $BROWSER command to
+            # exit, and a browser started by it may run until the user closes it.
+            opened = await anyio.to_thread.run_sync(
+                _open_page, page, browser_command, abandon_on_cancel=True
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_page, page)

@@ -91,9 +91,15 @@ async def _read_pasted(read_line: ReadLine, prompt: str) -> str | None:
 
 
 async def _paste_loop(
-    receiver: CallbackReceiver, pending: PendingCallback, read_line: ReadLine, first_prompt: str
+    receiver: CallbackReceiver,
+    pending: PendingCallback,
+    read_line: ReadLine,
+    first_prompt: str,
+    prompt_after: anyio.Event | None = None,
 ) -> None:
     """Ask for the pasted redirect address until one is accepted or the input ends."""
+    if prompt_after is not None:
+        await prompt_after.wait()
     prompt = first_prompt
     ask = PASTE_PROMPT.format(prefix=receiver.redirect_uri)
     while True:
@@ -127,10 +133,15 @@ async def wait_for_response(
     wait_seconds: float | None,
     read_line: ReadLine | None,
     first_prompt: str,
+    prompt_after: anyio.Event | None = None,
 ) -> AuthorizationResponse:
-    """The browser's callback, or a pasted address: whichever arrives first wins."""
+    """The browser's callback, or a pasted address: whichever arrives first wins.
+
+    ``prompt_after``: ask only once it is set (the browser launch returned), so the prompt
+    does not race a browser that is still starting; the callback is awaited meanwhile.
+    """
     if read_line is None:
         return await pending.wait(wait_seconds)
     async with background() as tg:
-        tg.start_soon(_paste_loop, receiver, pending, read_line, first_prompt)
+        tg.start_soon(_paste_loop, receiver, pending, read_line, first_prompt, prompt_after)
         return await pending.wait(wait_seconds)

@@ -20,6 +20,8 @@ connection and reads no body.
 
 from __future__ import annotations
 
+import re
+
 from .._errors import CallbackRejected
 
 __all__ = ["MAX_COOKIE_BYTES", "MAX_REQUEST_HEAD", "HeadFilter"]
@@ -37,6 +39,8 @@ _LF = 0x0A
 _CR = 0x0D
 _FOLD = (0x20, 0x09)  # SP, HTAB: an obsolete line fold (RFC 9112 §5.2)
 _COOKIE = b"cookie:"
+# Where a head ends, as h11 finds it (h11/_receivebuffer.py: an LF, an optional CR, an LF).
+_BLANK_LINE = re.compile(b"\n\r?\n")
 
 
 def _too_large(*, cookies: bool, app_name: str) -> CallbackRejected:
@@ -93,6 +97,17 @@ class HeadFilter:
     def feed(self, data: bytes) -> bytes:
         if self.done:
             return b""
+        if not self.passed and not self._held and data[:1] not in (b"\r", b"\n"):
+            # The common case, on the accept path: the whole head in the first read, with no
+            # Cookie line in it (a line starting "cookie:" always follows an LF, and the
+            # request line is never one). Equal to the loop below, at a tenth of its cost.
+            blank = _BLANK_LINE.search(data)
+            if blank is not None and b"\ncookie:" not in data[: blank.end()].lower():
+                self.passed = blank.end()
+                self.done = True
+                if self.passed > MAX_REQUEST_HEAD:
+                    raise _too_large(cookies=False, app_name=self._app_name)
+                return data[: self.passed]
         if self._held:
             data, self._held = self._held + data, b""
         out: list[bytes] = []

@@ -61,11 +61,7 @@ def render_page(title: str, message: str, *, ok: bool, detail: str | None = None
 def page_for(outcome: Outcome, app_name: str) -> tuple[int, bytes]:
     """The status and page for a delivered outcome."""
     if isinstance(outcome, AuthorizationResponse):
-        return 200, render_page(
-            "Signed in",
-            f"Signed in \N{EM DASH} you can close this tab and return to {app_name}.",
-            ok=True,
-        )
+        return page_for_signed_in(app_name)
     if isinstance(outcome, AuthorizationDenied):
         return 400, render_page(
             "Sign-in cancelled",
@@ -90,6 +86,38 @@ def page_for(outcome: Outcome, app_name: str) -> tuple[int, bytes]:
             ok=False,
         )
     return 400, render_page("Sign-in failed", str(outcome), ok=False)
+
+
+def page_for_finished(verdict: tuple[bool, str | None] | None, app_name: str) -> tuple[int, bytes]:
+    """The page of a held login (``expect(hold_page=...)``): what ``finish()`` said, if anything.
+
+    ``(True, _)``: a token arrived. ``(False, message)``: it did not, and ``message`` says why
+    and what to do. ``None``: no word within the hold, so the page promises nothing.
+    """
+    if verdict is None:
+        return 200, render_page(
+            "Almost done",
+            f"{app_name} is finishing the sign-in. You can close this tab; {app_name} will "
+            "tell you whether it worked.",
+            ok=True,
+        )
+    ok, message = verdict
+    if ok:
+        return page_for_signed_in(app_name)
+    return 400, render_page(
+        "Sign-in failed",
+        "Sign-in failed \N{EM DASH} "
+        + (message or f"{app_name} did not get a token. Start the sign-in again from {app_name}."),
+        ok=False,
+    )
+
+
+def page_for_signed_in(app_name: str) -> tuple[int, bytes]:
+    return 200, render_page(
+        "Signed in",
+        f"Signed in \N{EM DASH} you can close this tab and return to {app_name}.",
+        ok=True,
+    )
 
 
 def page_for_rejection(exc: CallbackRejected) -> tuple[int, bytes]:

@@ -27,12 +27,17 @@ if TYPE_CHECKING:
 
     from ._serving import ConnectionServer
 
-__all__ = ["CallbackReceiver", "PendingCallback", "open_receiver"]
+__all__ = ["PAGE_HOLD", "CallbackReceiver", "PendingCallback", "open_receiver"]
 
 logger = logging.getLogger("oauth_loopback.server")
 
 # 32 bytes = 256 bits from the OS CSPRNG (SECURITY.md: at least 128).
 _STATE_BYTES = 32
+#: Seconds ``expect(hold_page=True)`` holds the browser's page for :meth:`PendingCallback.finish`:
+#: a token exchange takes well under a second; a few more cover a slow server and its JWKS.
+PAGE_HOLD = 5.0
+# The longest hold a caller may ask for: a browser shows a spinner meanwhile.
+_MAX_PAGE_HOLD = 60.0
 
 
 # open_receiver() without a config: frozen, so one instance serves every call (building and
@@ -47,17 +52,41 @@ class PendingCallback:
     forgotten: a later callback for it gets a 4xx page.
     """
 
-    __slots__ = ("_awaited", "_event", "_outcome", "_receiver", "issuer", "state")
+    __slots__ = (
+        "_awaited",
+        "_event",
+        "_outcome",
+        "_page_event",
+        "_receiver",
+        "_verdict",
+        "hold_page",
+        "issuer",
+        "require_iss",
+        "state",
+    )
 
-    def __init__(self, receiver: CallbackReceiver, state: str, issuer: str | None) -> None:
+    def __init__(
+        self,
+        receiver: CallbackReceiver,
+        state: str,
+        issuer: str | None,
+        require_iss: bool = True,
+        hold_page: float = 0.0,
+    ) -> None:
         self._receiver = receiver
         #: The OAuth ``state`` to put in the authorization URL.
         self.state = state
-        #: The RFC 9207 issuer the response must name, or None.
+        #: The RFC 9207 issuer a present ``iss`` must equal, or None.
         self.issuer = issuer
+        #: With ``issuer``: whether a response without ``iss`` is refused too.
+        self.require_iss = require_iss
+        #: Seconds the browser's page waits for :meth:`finish` once a code arrived (0: none).
+        self.hold_page = hold_page
         self._outcome: Outcome | None = None
         self._event: anyio.Event | None = None
         self._awaited = False
+        self._verdict: tuple[bool, str | None] | None = None
+        self._page_event: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<PendingCallback state=<redacted> issuer={self.issuer!r} done={self.done}>"
@@ -82,6 +111,42 @@ class PendingCallback:
                 "response arrived. Call receiver.expect() to start another."
             )
         self._resolve(error)
+
+    def finish(self, ok: bool, message: str | None = None) -> None:
+        """Tell the browser's held page how the login ended (``expect(hold_page=...)``).
+
+        Call it once the code has been exchanged: ``ok=True`` once a token arrived (the page
+        says "Signed in"), ``ok=False`` with a ``message`` giving the reason and what to do
+        (the page says "Sign-in failed" and shows it, escaped). A page still waiting is
+        answered at once; a page whose hold already ran out said the application was
+        finishing. The first call counts; later ones do nothing.
+
+        :raises RuntimeError: the login was registered without ``hold_page``.
+        """
+        if not self.hold_page:
+            msg = (
+                "finish() answers a held browser page, and this login was registered without "
+                "one: call receiver.expect(..., hold_page=True) to hold the page until finish()."
+            )
+            raise RuntimeError(msg)
+        if not isinstance(ok, bool):
+            msg = f"finish(ok=...) takes True or False, not {ok!r}."
+            raise TypeError(msg)
+        if message is not None and not isinstance(message, str):
+            msg = f"finish(message=...) takes a string (shown escaped) or None, not {message!r}."
+            raise TypeError(msg)
+        if self._verdict is None:
+            self._verdict = (ok, message)
+            if self._page_event is not None:
+                self._page_event.set()
+
+    def _page_ready(self) -> anyio.Event:
+        """The event a held page waits on: set by :meth:`finish` (or the receiver closing)."""
+        if self._page_event is None:
+            self._page_event = anyio.Event()
+            if self._verdict is not None:
+                self._page_event.set()
+        return self._page_event
 
     def _resolve(self, outcome: Outcome) -> None:
         if self._outcome is None:
@@ -181,14 +246,36 @@ class CallbackReceiver:
         """How many logins are waiting."""
         return len(self._registry)
 
-    def expect(self, state: str | None = None, *, issuer: str | None = None) -> PendingCallback:
+    def expect(
+        self,
+        state: str | None = None,
+        *,
+        issuer: str | None = None,
+        require_iss: bool = True,
+        hold_page: bool | float = False,
+    ) -> PendingCallback:
         """Register a login and return its :class:`PendingCallback`.
 
         :param state: your own ``state``; by default a fresh one with 256 random bits from
             :mod:`secrets`. States are single-use; one already pending raises ``ValueError``.
         :param issuer: RFC 9207: the response must carry exactly this ``iss``, or the waiter
-            gets :class:`IssuerMismatch`.
+            gets :class:`IssuerMismatch` and the browser a 400 page.
+        :param require_iss: with ``issuer``, whether a response *without* ``iss`` is refused
+            too (the default, for servers that advertise
+            ``authorization_response_iss_parameter_supported``). ``False`` accepts a missing
+            ``iss`` and still refuses a different one (RFC 9207 §2.4: a present ``iss`` must
+            match, whatever the server advertises).
+        :param hold_page: hold the browser's page, once a code arrived, until
+            :meth:`PendingCallback.finish` says whether the login worked, so it never says
+            "Signed in" before a token did arrive. ``True`` holds up to :data:`PAGE_HOLD`
+            (5 s), a number up to that many seconds (at most 60); past it the page says the
+            application is finishing. By default the page is answered at once.
         """
+        # Every argument is checked before anything changes.
+        if not isinstance(require_iss, bool):
+            msg = f"require_iss must be True or False, not {require_iss!r}."
+            raise TypeError(msg)
+        hold = _hold_seconds(hold_page)
         if self._closed:
             msg = "This receiver is closed; open a new one with open_receiver() to log in again."
             raise ReceiverClosed(msg)
@@ -202,7 +289,7 @@ class CallbackReceiver:
         if issuer is not None and (not isinstance(issuer, str) or not issuer):
             msg = f"issuer must be a non-empty string such as 'https://as.example', not {issuer!r}."
             raise ValueError(msg)
-        pending = PendingCallback(self, state, issuer)
+        pending = PendingCallback(self, state, issuer, require_iss, hold)
         self._registry.add(state, pending)
         return pending
 
@@ -254,6 +341,26 @@ class CallbackReceiver:
                     "returns."
                 )
             )
+        # Pages held for finish(): answer them now (each says the application is finishing,
+        # or what finish() said), within the page write's grace, instead of cutting them off.
+        self._server.release_held()
+
+
+def _hold_seconds(hold_page: bool | float) -> float:
+    if hold_page is True:
+        return PAGE_HOLD
+    if hold_page is False:
+        return 0.0
+    if (
+        not isinstance(hold_page, (int, float))
+        or not 0 < hold_page <= _MAX_PAGE_HOLD  # NaN fails this too
+    ):
+        msg = (
+            f"hold_page must be True, False or a number of seconds above 0 and at most "
+            f"{_MAX_PAGE_HOLD:g} (the browser waits that long at most), not {hold_page!r}."
+        )
+        raise ValueError(msg)
+    return float(hold_page)
 
 
 class _Shell(NamedTuple):

@@ -11,7 +11,8 @@ The handling order it implements, with the routing steps in ``_routing``:
    parameter, or an empty ``code``/``error`` or one with control characters
                                -> 400; the login stays pending
 7. ``error=...``               -> the waiter gets AuthorizationError/-Denied; 400 page
-8. ``issuer=`` set, ``iss`` missing or different -> the waiter gets IssuerMismatch; 400 page
+8. ``issuer=`` set, ``iss`` different (or missing, unless ``require_iss=False``)
+                               -> the waiter gets IssuerMismatch; 400 page
 9. ``code=...``                -> the waiter gets an AuthorizationResponse; 200 page
 """
 
@@ -60,6 +61,9 @@ class Waiter(Protocol):
 
     @property
     def issuer(self) -> str | None: ...
+
+    @property
+    def require_iss(self) -> bool: ...
 
 
 W = TypeVar("W", bound=Waiter)
@@ -206,9 +210,11 @@ class StateRegistry(Generic[W]):
         frozen = MappingProxyType(params)
         outcome: Outcome
         expected = waiter.issuer
-        if expected is not None and iss != expected:
-            # RFC 9207 §2.4: with an expected issuer, a missing or different iss is refused,
-            # on error responses too (an attacker could otherwise forge the error path).
+        if expected is not None and iss != expected and (iss is not None or waiter.require_iss):
+            # RFC 9207 §2.4: a present iss that differs from the expected issuer is refused
+            # whatever the server advertises; a missing one when the server promises iss
+            # (require_iss). On error responses too (an attacker could otherwise forge the
+            # error path).
             outcome = IssuerMismatch(expected, iss)
         elif error is not None:
             cls = AuthorizationDenied if error == "access_denied" else AuthorizationError

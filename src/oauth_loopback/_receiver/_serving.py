@@ -19,7 +19,13 @@ import h11
 from .._errors import CallbackRejected
 from ._heads import MAX_REQUEST_HEAD, HeadFilter
 from ._http import RECEIVE_SIZE, Connections, Slot, guard_connection, receive, response_bytes
-from ._pages import PAGE_HEADERS, page_for, page_for_protocol_error, page_for_rejection
+from ._pages import (
+    PAGE_HEADERS,
+    page_for,
+    page_for_finished,
+    page_for_protocol_error,
+    page_for_rejection,
+)
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
 from ._routing import route
 
@@ -67,6 +73,15 @@ class ConnectionServer:
         self._registry = registry
         self._allowed_hosts = allowed_hosts
         self._connections = Connections(config.max_connections, logger)
+        # The events of pages held for PendingCallback.finish(); set all at once on close.
+        self._held: set[anyio.Event] = set()
+        self._released = False
+
+    def release_held(self) -> None:
+        """Answer every held page now, and hold none from here on (the receiver is closing)."""
+        self._released = True
+        for event in list(self._held):
+            event.set()
 
     async def accept_loop(self, sock: socket.socket, tg: TaskGroup) -> None:
         # Accepts on the raw non-blocking socket. A browser sends its request with the
@@ -181,7 +196,18 @@ class ConnectionServer:
             return False
         if not isinstance(request, h11.Request):
             return False
-        status, body, extra = await self._answer(request)
+        decided = self._dispatch(request)
+        if not isinstance(decided, _Delivered):
+            status, body, extra = decided
+        else:
+            waiter, outcome = decided.waiter, decided.outcome
+            if _holds(waiter, outcome):
+                # The page waits for finish(): never here, in the accept loop.
+                stream = await self._stream(client)
+                if stream is not None:
+                    tg.start_soon(self._answer_held, stream, conn, waiter, request.method)
+                return True
+            status, body, extra = await self._delivered(waiter, outcome)
         try:
             data = response_bytes(
                 conn, status, (*PAGE_HEADERS, *extra), body, head=request.method == b"HEAD"
@@ -296,20 +322,60 @@ class ConnectionServer:
     ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]]:
         """Decide on ``request`` and return the (status, page, extra headers) to send."""
         decided = self._dispatch(request)
-        if isinstance(decided, tuple):
+        if not isinstance(decided, _Delivered):
             return decided
-        # Delivered. Let the woken login run before the page is rendered and written
-        # (the caller can start its token exchange at once), then answer the browser.
+        return await self._delivered(decided.waiter, decided.outcome)
+
+    async def _delivered(
+        self, waiter: PendingCallback, outcome: Outcome
+    ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]]:
+        """The page for a delivered response, once the woken login had its turn."""
+        # Let the woken login run before the page is rendered and written (the caller can
+        # start its token exchange at once), then answer the browser.
         from anyio.lowlevel import cancel_shielded_checkpoint
 
         await cancel_shielded_checkpoint()
-        status, body = page_for(decided, self.config.app_name)
+        if _holds(waiter, outcome):
+            await self._hold(waiter)
+            status, body = page_for_finished(waiter._verdict, self.config.app_name)
+        else:
+            status, body = page_for(outcome, self.config.app_name)
         return status, body, ()
+
+    async def _hold(self, waiter: PendingCallback) -> None:
+        """Wait, up to ``waiter.hold_page`` seconds, for ``finish()`` or the receiver's close.
+
+        Shielded: the page of a login that finishes and leaves the receiver at once must
+        still be answered (its close sets the event, so this ends at once then).
+        """
+        if self._released:
+            return
+        event = waiter._page_ready()
+        self._held.add(event)
+        try:
+            with anyio.CancelScope(shield=True) as hold:
+                hold.deadline = anyio.current_time() + waiter.hold_page
+                await event.wait()
+        finally:
+            self._held.discard(event)
+
+    async def _answer_held(
+        self, stream: SocketStream, conn: h11.Connection, waiter: PendingCallback, method: bytes
+    ) -> None:
+        """The accept path's held page: wait for finish(), then write it like any page."""
+        try:
+            await self._hold(waiter)
+            status, body = page_for_finished(waiter._verdict, self.config.app_name)
+            data = response_bytes(conn, status, PAGE_HEADERS, body, head=method == b"HEAD")
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+        await self._finish_write(stream, data)
 
     def _dispatch(
         self, request: h11.Request
-    ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]] | Outcome:
-        """Refused: the (status, page, extra headers) to send. Delivered: the outcome."""
+    ) -> tuple[int, bytes, Iterable[tuple[bytes, bytes]]] | _Delivered:
+        """Refused: the (status, page, extra headers) to send. Delivered: waiter and outcome."""
         host: bytes | None = None
         for name, value in request.headers:
             if name == b"host":
@@ -340,4 +406,19 @@ class ConnectionServer:
             "authorization response delivered (%s)",
             "code" if isinstance(outcome, AuthorizationResponse) else type(outcome).__name__,
         )
-        return outcome
+        return _Delivered(waiter, outcome)
+
+
+class _Delivered:
+    """A response that reached its login: the waiter (already woken) and its outcome."""
+
+    __slots__ = ("outcome", "waiter")
+
+    def __init__(self, waiter: PendingCallback, outcome: Outcome) -> None:
+        self.waiter = waiter
+        self.outcome = outcome
+
+
+def _holds(waiter: PendingCallback, outcome: Outcome) -> bool:
+    """Whether this page waits for ``finish()``: a code arrived for a login that holds."""
+    return bool(waiter.hold_page) and isinstance(outcome, AuthorizationResponse)

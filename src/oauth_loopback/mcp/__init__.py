@@ -28,14 +28,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import httpx2
 
-from .._errors import InvalidAuthorizationURL
+from .._errors import BrowserUnavailable, InvalidAuthorizationURL, OAuthLoopbackError
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 try:
     from mcp.client.auth import OAuthClientProvider, TokenStorage
@@ -58,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with mcp hi
 from .._config import CallbackConfig
 from .._login._browser import BrowserOpener, check_browser_url, launch_browser
 from .._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
+from .._receiver._tasks import background
 from .._store._records import DEFAULT_LEEWAY
 from ._registration import (
     Verdict,
@@ -100,12 +105,25 @@ class LoginHandlers:
         *,
         open_browser: BrowserOpener | None = None,
         issuer: str | None = None,
+        task_group: TaskGroup | None = None,
     ) -> None:
         self._receiver = receiver
         self._open_browser = open_browser
         self._issuer = issuer
+        # Where the browser is launched beside the login and its redirect page is kept
+        # (loopback_oauth() passes its own); None launches inline, as the SDK awaits it.
+        self._task_group = task_group
         self._provider: OAuthClientProvider | None = None
         self._pending: dict[int, PendingCallback] = {}
+        # Logins whose code went to the SDK and whose page waits for the token exchange.
+        self._held: dict[int, PendingCallback] = {}
+        self._reporting = False  # attached to a provider that reports the exchange
+
+    def _settle(self, task: int, ok: bool, message: str | None = None) -> None:
+        """The token exchange of ``task``'s login ended: let its held page say how."""
+        pending = self._held.pop(task, None)
+        if pending is not None:
+            pending.finish(ok=ok, message=message)
 
     def attach(self, provider: OAuthClientProvider) -> OAuthClientProvider:
         """Let ``redirect_handler`` read the issuer from ``provider``'s discovered metadata.
@@ -118,18 +136,23 @@ class LoginHandlers:
         self._provider = provider
         return provider
 
-    def _expected_issuer(self, authorization_url: str) -> str | None:
+    def _expected_issuer(self, authorization_url: str) -> tuple[str | None, bool]:
+        """The issuer a response's ``iss`` must equal, and whether it must be present.
+
+        RFC 9207 §2.4: a present ``iss`` must be the issuer's whatever the server
+        advertises; a missing one is refused only where the metadata promises ``iss``.
+        """
         if self._issuer is not None:
-            return self._issuer
+            return self._issuer, True
         context = getattr(self._provider, "context", None)
         metadata = getattr(context, "oauth_metadata", None)
-        if metadata is None or not metadata.authorization_response_iss_parameter_supported:
-            return None
+        if metadata is None:
+            return None, False
         endpoint = str(metadata.authorization_endpoint)
         if urlsplit(authorization_url)._replace(query="", fragment="").geturl() != endpoint:
-            return None  # not the endpoint this metadata describes; the SDK still checks iss
+            return None, False  # not the endpoint this metadata describes; the SDK checks iss
         # The SDK compares iss with str(metadata.issuer), so register that same string.
-        return str(metadata.issuer)
+        return str(metadata.issuer), bool(metadata.authorization_response_iss_parameter_supported)
 
     def _check_registration(self, client_ids: list[str], redirect_uri: str) -> None:
         """Warn before a browser login that the server will likely refuse.
@@ -193,8 +216,19 @@ class LoginHandlers:
             # An earlier login in this task never reached callback_handler (it failed or was
             # cancelled in between); its state must not stay valid.
             previous.cancel()
-        pending = self._receiver.expect(states[0], issuer=self._expected_issuer(authorization_url))
+        issuer, require_iss = self._expected_issuer(authorization_url)
+        # The page waits for the token exchange only where the provider reports its end
+        # (client_provider()) and the browser opens beside the login: an opener that loads
+        # the whole page would otherwise wait for a token the SDK asks for after it returns.
+        holding = self._reporting and self._task_group is not None
+        pending = self._receiver.expect(
+            states[0], issuer=issuer, require_iss=require_iss, hold_page=holding
+        )
         self._pending[task] = pending
+        if holding:
+            assert self._task_group is not None  # noqa: S101  (holding says so)
+            self._task_group.start_soon(self._launch, authorization_url, pending)
+            return
         try:
             opened = await launch_browser(authorization_url, self._open_browser)
         except BaseException:
@@ -202,10 +236,26 @@ class LoginHandlers:
             pending.cancel()
             raise
         if not opened:
-            logger.warning(
-                "could not open a browser for the login; pass open_browser= to loopback_oauth() "
-                "to show the authorization URL to the user yourself"
+            _warn_not_opened()
+
+    async def _launch(self, authorization_url: str, pending: PendingCallback) -> None:
+        """Open the browser beside the login; a failing opener ends that login with it."""
+        try:
+            opened = await launch_browser(
+                authorization_url, self._open_browser, task_group=self._task_group
             )
+        except OAuthLoopbackError as exc:
+            pending.cancel(exc)  # callback_handler raises it
+        except Exception as exc:  # noqa: BLE001  (handed to callback_handler, which raises it)
+            error = BrowserUnavailable(
+                f"The browser launcher (open_browser=) raised {type(exc).__name__}: {exc}. "
+                f"Fix the launcher, or pass open_browser= a function that shows the URL."
+            )
+            error.__cause__ = exc
+            pending.cancel(error)
+        else:
+            if not opened:
+                _warn_not_opened()
 
     async def callback_handler(self) -> AuthorizationCodeResult:
         """Wait for this task's login and return ``AuthorizationCodeResult(code, state, iss)``.
@@ -226,7 +276,67 @@ class LoginHandlers:
             )
             raise RuntimeError(msg)
         response = await pending.wait()
+        if pending.hold_page:
+            self._held[anyio.get_current_task().id] = pending
         return AuthorizationCodeResult(code=response.code, state=response.state, iss=response.iss)
+
+
+def _warn_not_opened() -> None:
+    logger.warning(
+        "could not open a browser for the login; pass open_browser= to loopback_oauth() "
+        "to show the authorization URL to the user yourself"
+    )
+
+
+class _ReportingProvider(OAuthClientProvider):
+    """An ``OAuthClientProvider`` that tells its handlers how each login's exchange ended.
+
+    Its flow (``httpx2.Auth.async_auth_flow``) is the SDK's, passed through unchanged; we
+    only watch it: once the SDK sends the original request again after a login, a token
+    arrived (it does so only after storing one); an exception out of the flow is a failed
+    login; a flow closed before either (the HTTP client gave up) is one too. The browser's
+    held page then says which, instead of "Signed in" on the mere arrival of a code.
+    """
+
+    _loopback_handlers: LoginHandlers
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        handlers = self._loopback_handlers
+        task = anyio.get_current_task().id
+        app = handlers._receiver.config.app_name
+        flow = super().async_auth_flow(request)
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                if outgoing is request:
+                    handlers._settle(task, ok=True)
+                response = yield outgoing
+                outgoing = await flow.asend(response)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            handlers._settle(task, ok=False, message=_failure_text(exc, app))
+            raise
+        finally:
+            handlers._settle(
+                task,
+                ok=False,
+                message=f"{app} stopped before the sign-in finished. Start it again from {app}.",
+            )
+            await flow.aclose()
+
+
+def _failure_text(exc: Exception, app: str) -> str:
+    """The held page's reason for a failed MCP login: the SDK's message, shortened."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return (
+        f"{app} could not finish the sign-in ({type(exc).__name__}: {text}). Start the "
+        f"sign-in again from {app}."
+    )
 
 
 #: The SEP-2352 issuer binding put on a registration that may refresh but must not start a
@@ -448,11 +558,13 @@ class LoopbackOAuth:
         *,
         open_browser: BrowserOpener | None,
         issuer: str | None,
+        task_group: TaskGroup | None = None,
     ) -> None:
         #: The underlying :class:`~oauth_loopback.CallbackReceiver`.
         self.receiver = receiver
         self._open_browser = open_browser
         self._issuer = issuer
+        self._task_group = task_group
         self._default = self.handlers()
 
     @property
@@ -470,6 +582,7 @@ class LoopbackOAuth:
             self.receiver,
             open_browser=self._open_browser,
             issuer=issuer if issuer is not None else self._issuer,
+            task_group=self._task_group,
         )
 
     async def redirect_handler(self, authorization_url: str) -> None:
@@ -536,7 +649,7 @@ class LoopbackOAuth:
             client_metadata = self.client_metadata()
         handlers = self.handlers(issuer=issuer)
         wrapped = self.storage(storage, keep_native=keep_native)
-        provider = OAuthClientProvider(
+        provider = _ReportingProvider(
             server_url,
             client_metadata,
             wrapped,
@@ -544,6 +657,10 @@ class LoopbackOAuth:
             callback_handler=handlers.callback_handler,
             **kwargs,
         )
+        # The browser's page waits (a few seconds) for the token exchange and says whether
+        # it worked: "Signed in" only once the SDK has stored a token.
+        provider._loopback_handlers = handlers
+        handlers._reporting = True
         wrapped.attach(provider)
         return handlers.attach(provider)
 
@@ -589,5 +706,7 @@ async def loopback_oauth(
             if port is not None:
                 config = dataclasses.replace(config, prefer_port=port)
                 break
-    async with open_receiver(config) as receiver:
-        yield LoopbackOAuth(receiver, open_browser=open_browser, issuer=issuer)
+    # The task group opens browsers beside logins and keeps their redirect pages; it ends
+    # (removing the pages) before the receiver closes.
+    async with open_receiver(config) as receiver, background() as browsers:
+        yield LoopbackOAuth(receiver, open_browser=open_browser, issuer=issuer, task_group=browsers)
