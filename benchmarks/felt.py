@@ -1,0 +1,790 @@
+"""What a user feels, as whole processes: time to the browser, time to a stored token.
+
+Every figure is one fresh process of this interpreter, from ``Popen`` to a moment the user
+would notice, against the embedded authorization server (:mod:`oauth_loopback.testing`)
+running on loopback in this process (an event loop thread of its own). The contenders run
+interleaved, round after round, so drift hits all alike; round 0 is discarded (it warms the
+page cache and writes the byte-code caches under a private ``PYTHONPYCACHEPREFIX``).
+
+* **time to browser**: until the browser opener is *invoked*. Library calls get an opener
+  that writes the URL to a FIFO (ours: ``open_browser=``; google-auth-oauthlib: a browser
+  added with ``webbrowser.register`` and picked with ``run_local_server(browser=)``); the
+  ``oauth-loopback login`` command gets a ``$BROWSER`` shell script that does the same (its
+  own start-up is measured separately and reported). This process sits in ``select()`` on the
+  FIFO and takes the time when the line arrives, then plays the browser
+  (``testing.follow_redirects``) so that every login completes and is checked (exit status 0,
+  a token). Cold: nothing known, so discovery and dynamic registration (RFC 8414, RFC 7591);
+  warm: what a store keeps between logins (the client id and the server's metadata).
+* **time to a stored token** / **to a refreshed token**: until the process has printed the
+  token and exited (what ``$(cli token)`` waits for).
+
+The references, measured in the same rounds: ``python -c pass`` and
+``python -c "import anyio, h11"`` (the least a process needs to receive a callback at all).
+
+New contenders are one :class:`Case` in :data:`CASES`: ``get_token()``, ``sync.get_token()``
+and ``oauth-loopback token`` are registered already and measured as soon as this
+``oauth_loopback`` has them (until then the table says why they are skipped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import importlib.util
+import json
+import os
+import re
+import select
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from ._stats import Summary, ns, summarise
+
+CHILD = Path(__file__).resolve().parent / "_felt_child.py"
+SCOPE = "read"
+# The $BROWSER command of `oauth-loopback login`: webbrowser runs it with the URL (or, should
+# the launcher hand over a file instead, its path) as the only argument.
+BROWSER_SCRIPT = '#!/bin/sh\nprintf "%s\\n" "$1" > "$BENCH_BROWSER_FIFO"\n'
+# How long one process may take before the run is declared broken.
+TIMEOUT = 60.0
+
+Group = Literal["reference", "browser", "stored", "refreshed"]
+
+
+class CaseFailed(RuntimeError):
+    """A measured process did not do its job (the run stops: a figure would be a lie)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One contender: how to start its process, and the moment that stops the clock."""
+
+    key: str
+    label: str
+    group: Group
+    contender: str
+    #: argv and extra environment, given the harness.
+    command: Callable[[Harness], tuple[list[str], dict[str, str]]]
+    #: "browser": until the opener is invoked (then the login is completed, untimed);
+    #: "exit": until the process has exited.
+    until: Literal["browser", "exit"] = "exit"
+    #: None when it can run here, else why not (shown in the table).
+    unavailable: Callable[[], str | None] = lambda: None
+    #: Untimed, before every sample (e.g. restore a token store).
+    prepare: Callable[[Harness, Case], None] | None = None
+    #: What the process must print on stdout to count (None: nothing checked).
+    expect_stdout: str | None = "token "
+    #: Which token grants the server must see during the sample: None = not checked.
+    grants: tuple[str, ...] | None = None
+    #: Which embedded server: "main", or "refresh" (access tokens that expire at once).
+    server: Literal["main", "refresh"] = "main"
+    #: Compared against the fastest peer of its group ("ours"), or a peer itself.
+    ours: bool = False
+
+
+# --- the harness ----------------------------------------------------------------------------
+
+
+class Harness:
+    """The embedded servers, the FIFO, the plans and the clean environment of the children."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self._stack = stack
+        self.dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-felt-")))
+        self.pycache = self.dir / "pycache"
+        self.fifo_path = self.dir / "browser.fifo"
+        os.mkfifo(self.fifo_path, 0o600)
+        # Read-write: this end never sees EOF, so select() waits for data only.
+        self.fifo = os.open(self.fifo_path, os.O_RDWR | os.O_NONBLOCK)
+        stack.callback(os.close, self.fifo)
+        self.browser = self.dir / "browser"
+        self.browser.write_text(BROWSER_SCRIPT)
+        self.browser.chmod(stat.S_IRWXU)
+        self.portal = stack.enter_context(start_blocking_portal("asyncio"))
+        self._servers: dict[str, Any] = {}
+        self._plans: dict[str, Path] = {}
+        self.msal_files: dict[str, str] | None = None
+
+    # The servers and what the children are told about them.
+
+    def server(self, which: str = "main") -> Any:
+        if which not in self._servers:
+            from oauth_loopback.testing import AuthorizationServer
+
+            # "refresh": access tokens live 1 s, so a stored one is due for refresh at once.
+            server = AuthorizationServer(token_lifetime=1 if which == "refresh" else 3600)
+            self._servers[which] = self._stack.enter_context(
+                self.portal.wrap_async_context_manager(server)
+            )
+        return self._servers[which]
+
+    def plan(self, which: str = "main") -> Path:
+        """The JSON plan of the children (issuer, client ids, file names); mode 0600."""
+        if which in self._plans:
+            return self._plans[which]
+        server = self.server(which)
+        client_id = self.portal.call(
+            lambda: server.register_client(["http://127.0.0.1/callback"], client_name="bench")
+        )
+        metadata_file = self.dir / f"metadata-{which}.json"
+        _private(metadata_file, json.dumps(dict(server.metadata)))
+        plan: dict[str, Any] = {
+            "issuer": server.issuer,
+            "scope": SCOPE,
+            "client_id": client_id,
+            "metadata_file": str(metadata_file),
+        }
+        if which == "main":
+            plan["google_secrets"] = str(self._google_secrets(server))
+            if importlib.util.find_spec("msal") is not None:
+                plan.update(self._msal(server, client_id))
+        path = self.dir / f"plan-{which}.json"
+        _private(path, json.dumps(plan))
+        self._plans[which] = path
+        return path
+
+    def plan_data(self, which: str = "main") -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.plan(which).read_text())
+        return data
+
+    def _google_secrets(self, server: Any) -> Path:
+        """A confidential client for google-auth-oauthlib: requests-oauthlib sends its secret with
+        HTTP Basic (RFC 6749 §2.3.1)."""
+        client_id = self.portal.call(
+            lambda: server.register_client(
+                ["http://127.0.0.1/"],
+                token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
+                client_name="bench-google",
+            )
+        )
+        secret = self.portal.call(lambda: server.clients[client_id].client_secret)
+        path = self.dir / "client_secrets.json"
+        document = {
+            "installed": {
+                "client_id": client_id,
+                "client_secret": secret,
+                "auth_uri": server.authorization_endpoint,
+                "token_uri": server.token_endpoint,
+                "redirect_uris": ["http://127.0.0.1"],
+            }
+        }
+        _private(path, json.dumps(document))
+        return path
+
+    def _msal(self, server: Any, client_id: str) -> dict[str, str]:
+        """msal's serialized token cache and HTTP cache, as a CLI using msal keeps them.
+
+        msal accepts only an https authority, so the one it is given is never contacted: the
+        discovery document sits in its ``http_cache`` (what a CLI persists between runs, as
+        msal's docs show), and its token cache holds the tokens the embedded server issued
+        to a real login, plus an unsigned ID token naming the user (the embedded server
+        issues none, and msal keeps no account without one; msal does not validate it).
+        """
+        import pickle
+
+        msal: Any = importlib.import_module("msal")
+        authority = f"https://127.0.0.1:{server.port}/bench"
+        discovery = {
+            "issuer": authority,
+            "authorization_endpoint": f"{authority}/authorize",
+            "token_endpoint": f"{authority}/token",
+            "response_types_supported": ["code"],
+        }
+        http_cache: dict[Any, Any] = {}
+        msal.PublicClientApplication(
+            client_id,
+            oidc_authority=authority,
+            http_cache=http_cache,
+            http_client=_DiscoveryOnly(json.dumps(discovery)),
+        )
+        http_cache_file = self.dir / "msal-http-cache.pickle"
+        with open(http_cache_file, "wb") as f:
+            pickle.dump(http_cache, f)
+        http_cache_file.chmod(0o600)
+        token = self.login_in_process(server, client_id)
+        now = int(time.time())
+        claims = {"iss": authority, "sub": "bench-user", "aud": client_id, "iat": now}
+        claims["exp"] = now + 3600
+        cache = msal.SerializableTokenCache()
+        cache.add(
+            {
+                "client_id": client_id,
+                "scope": [SCOPE],
+                "token_endpoint": f"{authority}/token",
+                "response": {**token, "id_token": _unsigned_jwt(claims)},
+            }
+        )
+        cache_file = self.dir / "msal-cache.json"
+        _private(cache_file, cache.serialize())
+        return {
+            "msal_cache": str(cache_file),
+            "msal_http_cache": str(http_cache_file),
+            "msal_authority": authority,
+            "msal_client_id": client_id,
+        }
+
+    def login_in_process(self, server: Any, client_id: str) -> dict[str, Any]:
+        """A real login against ``server`` on the portal's loop (untimed set-up)."""
+
+        async def login() -> dict[str, Any]:
+            from oauth_loopback import authorize
+            from oauth_loopback.testing import follow_redirects
+
+            async def browser(url: str) -> None:
+                await follow_redirects(url)
+
+            token = await authorize(
+                server.issuer, client_id=client_id, scope=SCOPE, open_browser=browser
+            )
+            return dict(token)
+
+        result: dict[str, Any] = self.portal.call(login)
+        return result
+
+    def grants(self, which: str) -> list[str]:
+        server = self.server(which)
+        return [t.grant_type for t in self.portal.call(lambda: server.issued_tokens)]
+
+    # The children.
+
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        """A clean environment: byte-code caches, private state dirs, our $BROWSER.
+
+        No DISPLAY, WAYLAND_DISPLAY or TERM: ``webbrowser`` then probes for no installed
+        browser (which would differ from machine to machine, and on a desktop spawns
+        ``xdg-settings``) and registers only ``$BROWSER``.
+        """
+        env = dict(os.environ)
+        for name in (
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONPROFILEIMPORTTIME",
+            "PYTHONSTARTUP",
+            "DISPLAY",
+            "WAYLAND_DISPLAY",
+            "TERM",
+            "OAUTH_LOOPBACK_CLIENT_SECRET",
+        ):
+            env.pop(name, None)
+        env.update(
+            PYTHONPYCACHEPREFIX=str(self.pycache),
+            BROWSER=str(self.browser),
+            BENCH_BROWSER_FIFO=str(self.fifo_path),
+            XDG_STATE_HOME=str(self.dir / "state"),
+            XDG_CACHE_HOME=str(self.dir / "cache"),
+            XDG_CONFIG_HOME=str(self.dir / "config"),
+        )
+        env.update(extra)
+        return env
+
+    def wait_for_browser(self, proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+        """(time, line) of the opener's note on the FIFO; raises if the child ends first."""
+        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            data = b""
+            first = 0
+            while not data.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CaseFailed(f"no browser was opened within {TIMEOUT:g} s")
+                watch = [self.fifo] if pidfd is None else [self.fifo, pidfd]
+                ready, _, _ = select.select(watch, [], [], remaining)
+                if self.fifo in ready:
+                    first = first or ns()
+                    data += os.read(self.fifo, 65536)
+                elif pidfd is not None and pidfd in ready:
+                    raise CaseFailed("the process ended without opening a browser")
+            return first, data.decode().strip()
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def follow(self, opened: str) -> None:
+        """Play the browser: load what the opener was given, follow the redirects."""
+        from oauth_loopback.testing import follow_redirects
+
+        self.portal.call(follow_redirects, _url_from(opened))
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fifo, 65536):
+                pass
+
+
+def _private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    import base64
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+class _Response:
+    def __init__(self, text: str) -> None:
+        self.status_code = 200
+        self.text = text
+        self.headers: dict[str, str] = {"content-type": "application/json"}
+
+    def raise_for_status(self) -> None:
+        return None
+
+
+class _DiscoveryOnly:
+    """msal's ``http_client`` for the set-up only: answers its one discovery GET."""
+
+    def __init__(self, document: str) -> None:
+        self._document = document
+
+    def get(self, url: str, **_: Any) -> _Response:
+        if not url.endswith("/.well-known/openid-configuration"):
+            raise CaseFailed(f"msal set-up asked for {url!r}")
+        return _Response(self._document)
+
+    def post(self, url: str, **_: Any) -> _Response:
+        raise CaseFailed(f"msal set-up tried to POST to {url!r}")
+
+    def close(self) -> None:
+        return None
+
+
+_URL_IN_FILE = re.compile(r"http://127\.0\.0\.1:\d+/[^\s\"'<>]*")
+
+
+def _url_from(opened: str) -> str:
+    """The authorization URL, whether the opener got it or a file that leads to it."""
+    if opened.startswith("http://"):
+        return opened
+    path = Path(opened.removeprefix("file://"))
+    match = _URL_IN_FILE.search(path.read_text(encoding="utf-8"))
+    if match is None:
+        raise CaseFailed("the browser was handed a file with no authorization URL in it")
+    return html.unescape(match.group(0))
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def sample(h: Harness, case: Case, *, timed: bool = True) -> int:
+    """One process of ``case``; returns nanoseconds until its moment (see the module)."""
+    if timed and case.prepare is not None:
+        case.prepare(h, case)
+    argv, extra = case.command(h)
+    grants_before = len(h.grants(case.server)) if case.grants is not None else 0
+    h.drain()
+    t0 = ns()
+    proc = subprocess.Popen(
+        argv,
+        env=h.env(extra),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        moment = 0
+        if case.until == "browser" or not timed:
+            moment, opened = h.wait_for_browser(proc)
+            h.follow(opened)
+        out, err = proc.communicate(timeout=TIMEOUT)
+        if not moment:
+            moment = ns()
+    except BaseException as exc:
+        proc.kill()
+        out, err = proc.communicate()
+        if isinstance(exc, CaseFailed):
+            raise CaseFailed(f"{case.label}: {exc}\n{_tail(err)}") from exc
+        raise
+    if proc.returncode != 0:
+        raise CaseFailed(f"{case.label} exited with {proc.returncode}:\n{_tail(err)}")
+    if case.expect_stdout is not None and case.expect_stdout not in out.decode(errors="replace"):
+        raise CaseFailed(f"{case.label} printed no token:\n{_tail(out)}\n{_tail(err)}")
+    if timed and case.grants is not None:
+        seen = tuple(h.grants(case.server)[grants_before:])
+        if seen != case.grants:
+            raise CaseFailed(f"{case.label}: the server issued {seen}, expected {case.grants}")
+    return moment - t0
+
+
+def _tail(data: bytes, lines: int = 12) -> str:
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def browser_script_startup(h: Harness, runs: int) -> list[int]:
+    """How long the ``$BROWSER`` script itself takes to start and write its line."""
+    samples = []
+    for round_ in range(runs + 1):
+        h.drain()
+        t0 = ns()
+        proc = subprocess.Popen([str(h.browser), "http://127.0.0.1:1/x"], env=h.env({}))
+        moment, _ = h.wait_for_browser(proc)
+        proc.wait(timeout=TIMEOUT)
+        if round_:
+            samples.append(moment - t0)
+    return samples
+
+
+def measure(
+    runs: int, *, warmup_rounds: int = 1, cases: list[Case] | None = None
+) -> dict[str, Any]:
+    """Every available case, ``runs`` interleaved rounds after ``warmup_rounds`` discarded."""
+    cases = CASES if cases is None else cases
+    results: dict[str, Any] = {"cases": {}}
+    runnable: list[Case] = []
+    for case in cases:
+        why = case.unavailable()
+        entry: dict[str, Any] = {
+            "label": case.label,
+            "group": case.group,
+            "contender": case.contender,
+            "ours": case.ours,
+            "until": case.until,
+        }
+        if why is not None:
+            entry["skipped"] = why
+        else:
+            runnable.append(case)
+        results["cases"][case.key] = entry
+    samples: dict[str, list[int]] = {case.key: [] for case in runnable}
+    with contextlib.ExitStack() as stack:
+        h = Harness(stack)
+        h.plan("main")
+        for round_ in range(warmup_rounds + runs):
+            for case in runnable:
+                elapsed = sample(h, case)
+                if round_ >= warmup_rounds:  # warm-up: the page cache and the .pyc files
+                    samples[case.key].append(elapsed)
+        results["browser_script"] = summarise(browser_script_startup(h, max(runs, 3)))
+    for key, values in samples.items():
+        results["cases"][key]["summary"] = summarise(values)
+    return results
+
+
+# --- the cases ------------------------------------------------------------------------------
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("oauth-loopback")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "oauth_loopback"]
+
+
+def _child(
+    mode: str, *flags: str, server: str = "main"
+) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+    def command(h: Harness) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, str(CHILD), mode, str(h.plan(server)), *flags], {}
+
+    return command
+
+
+def _login(*, warm: bool) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+    def command(h: Harness) -> tuple[list[str], dict[str, str]]:
+        plan = h.plan_data("main")
+        argv = [*_cli(), "login", plan["issuer"], "--scope", SCOPE, "--json"]
+        if warm:
+            argv += ["--client-id", plan["client_id"], "--metadata", plan["metadata_file"]]
+        return argv, {}
+
+    return command
+
+
+def _token_cli(server: str) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+    def command(h: Harness) -> tuple[list[str], dict[str, str]]:
+        plan = h.plan_data(server)
+        return [*_cli(), "token", plan["issuer"], "--client-id", plan["client_id"]], {}
+
+    return command
+
+
+def _missing(module: str, extra: str = "bench") -> Callable[[], str | None]:
+    def unavailable() -> str | None:
+        if importlib.util.find_spec(module) is None:
+            return f"not installed (pip install 'oauth-loopback[{extra}]')"
+        return None
+
+    return unavailable
+
+
+def _ours_lacks(name: str) -> Callable[[], str | None]:
+    """Skipped until this oauth_loopback has ``name`` (``sync.x``; ``cli:x`` a sub-command)."""
+
+    def unavailable() -> str | None:
+        if name.startswith("cli:"):
+            from oauth_loopback._cli import _parser
+
+            command = name.removeprefix("cli:")
+            actions = [a for a in _parser()._actions if hasattr(a, "choices") and a.choices]
+            if any(command in (a.choices or ()) for a in actions):
+                return None
+        else:
+            module_name, _, attr = name.rpartition(".")
+            module = importlib.import_module(
+                f"oauth_loopback{'.' + module_name if module_name else ''}"
+            )
+            if attr in getattr(module, "__all__", ()):
+                return None
+        return f"{name.removeprefix('cli:')} is not in this oauth_loopback yet"
+
+    return unavailable
+
+
+def _restore_store(h: Harness, case: Case) -> None:
+    """Stored-token cases: put back the token store their first (primed) run left."""
+    template = h.dir / f"store-{case.key}"
+    state = h.dir / "state"
+    if not template.exists():
+        shutil.rmtree(state, ignore_errors=True)
+        sample(h, case, timed=False)  # logs in through the browser, leaves the token stored
+        shutil.copytree(state, template)
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.copytree(template, state)
+
+
+def _fresh_login(h: Harness, case: Case) -> None:
+    """Refreshed-token cases: a new login (1 s tokens), so the refresh token is unused."""
+    shutil.rmtree(h.dir / "state", ignore_errors=True)
+    sample(h, case, timed=False)
+
+
+_GOOGLE_ENV = {"OAUTHLIB_INSECURE_TRANSPORT": "1"}  # oauthlib's documented switch for http
+
+
+def _google_command(h: Harness) -> tuple[list[str], dict[str, str]]:
+    argv, _ = _child("google")(h)
+    return argv, _GOOGLE_ENV
+
+
+MSAL_HTTPS_ONLY = (
+    "msal accepts no http authority: msal.authority.canonicalize() requires https for the "
+    "authority (oidc_authority= too) and for the token endpoint, so it cannot be pointed at "
+    "an http loopback server without patching it"
+)
+
+
+def _msal_https_only() -> str | None:
+    return _missing("msal")() or MSAL_HTTPS_ONLY
+
+
+CASES: list[Case] = [
+    Case(
+        "pass",
+        "`python -c pass`",
+        "reference",
+        "python",
+        lambda h: ([sys.executable, "-c", "pass"], {}),
+        expect_stdout=None,
+    ),
+    Case(
+        "anyio-h11",
+        '`python -c "import anyio, h11"`',
+        "reference",
+        "python",
+        lambda h: ([sys.executable, "-c", "import anyio, h11"], {}),
+        expect_stdout=None,
+    ),
+    # Time to browser.
+    Case(
+        "login-cold",
+        "`oauth-loopback login` (cold: discovery + registration)",
+        "browser",
+        "oauth-loopback",
+        _login(warm=False),
+        until="browser",
+        expect_stdout='"access_token"',
+        ours=True,
+    ),
+    Case(
+        "login-warm",
+        "`oauth-loopback login --client-id --metadata` (warm)",
+        "browser",
+        "oauth-loopback",
+        _login(warm=True),
+        until="browser",
+        expect_stdout='"access_token"',
+        ours=True,
+    ),
+    Case(
+        "authorize-cold",
+        "`authorize()` in a fresh process (cold)",
+        "browser",
+        "oauth-loopback",
+        _child("authorize"),
+        until="browser",
+        ours=True,
+    ),
+    Case(
+        "authorize-warm",
+        "`authorize(client_id=, metadata=)` (warm)",
+        "browser",
+        "oauth-loopback",
+        _child("authorize", "warm"),
+        until="browser",
+        ours=True,
+    ),
+    Case(
+        "sync-authorize-cold",
+        "`sync.authorize()` (cold)",
+        "browser",
+        "oauth-loopback",
+        _child("sync-authorize"),
+        until="browser",
+        ours=True,
+    ),
+    Case(
+        "sync-authorize-warm",
+        "`sync.authorize(client_id=, metadata=)` (warm)",
+        "browser",
+        "oauth-loopback",
+        _child("sync-authorize", "warm"),
+        until="browser",
+        ours=True,
+    ),
+    Case(
+        "google",
+        "google-auth-oauthlib `InstalledAppFlow.run_local_server`",
+        "browser",
+        "google-auth-oauthlib",
+        _google_command,
+        until="browser",
+        unavailable=_missing("google_auth_oauthlib"),
+    ),
+    Case(
+        "msal-interactive",
+        "msal `acquire_token_interactive`",
+        "browser",
+        "msal",
+        lambda h: ([], {}),
+        until="browser",
+        unavailable=_msal_https_only,
+    ),
+    # Time to a stored, valid token.
+    Case(
+        "token-cli-stored",
+        "`oauth-loopback token` (stored)",
+        "stored",
+        "oauth-loopback",
+        _token_cli("main"),
+        unavailable=_ours_lacks("cli:token"),
+        prepare=_restore_store,
+        expect_stdout=None,
+        grants=(),
+        ours=True,
+    ),
+    Case(
+        "get-token-stored",
+        "`get_token()` (stored)",
+        "stored",
+        "oauth-loopback",
+        _child("get-token"),
+        unavailable=_ours_lacks("get_token"),
+        prepare=_restore_store,
+        grants=(),
+        ours=True,
+    ),
+    Case(
+        "sync-get-token-stored",
+        "`sync.get_token()` (stored)",
+        "stored",
+        "oauth-loopback",
+        _child("sync-get-token"),
+        unavailable=_ours_lacks("sync.get_token"),
+        prepare=_restore_store,
+        grants=(),
+        ours=True,
+    ),
+    Case(
+        "msal-silent",
+        "msal `acquire_token_silent` (token cache on disk)",
+        "stored",
+        "msal",
+        _child("msal-silent"),
+        unavailable=_missing("msal"),
+    ),
+    # Time to a refreshed token (the stored one has expired).
+    Case(
+        "token-cli-refreshed",
+        "`oauth-loopback token` (refreshed)",
+        "refreshed",
+        "oauth-loopback",
+        _token_cli("refresh"),
+        unavailable=_ours_lacks("cli:token"),
+        prepare=_fresh_login,
+        expect_stdout=None,
+        grants=("refresh_token",),
+        server="refresh",
+        ours=True,
+    ),
+    Case(
+        "get-token-refreshed",
+        "`get_token()` (refreshed)",
+        "refreshed",
+        "oauth-loopback",
+        _child("get-token", server="refresh"),
+        unavailable=_ours_lacks("get_token"),
+        prepare=_fresh_login,
+        grants=("refresh_token",),
+        server="refresh",
+        ours=True,
+    ),
+    Case(
+        "sync-get-token-refreshed",
+        "`sync.get_token()` (refreshed)",
+        "refreshed",
+        "oauth-loopback",
+        _child("sync-get-token", server="refresh"),
+        unavailable=_ours_lacks("sync.get_token"),
+        prepare=_fresh_login,
+        grants=("refresh_token",),
+        server="refresh",
+        ours=True,
+    ),
+    Case(
+        "msal-refreshed",
+        "msal `acquire_token_silent` (refresh)",
+        "refreshed",
+        "msal",
+        lambda h: ([], {}),
+        unavailable=_msal_https_only,
+    ),
+]
+
+
+def register(case: Case) -> None:
+    """Add a contender (replacing one with the same key)."""
+    CASES[:] = [c for c in CASES if c.key != case.key] + [case]
+
+
+# --- reading the results --------------------------------------------------------------------
+
+
+def fastest_peer(results: dict[str, Any], group: str) -> tuple[str, Summary] | None:
+    """The peer with the lowest median in ``group`` (None when no peer was measured)."""
+    measured = [
+        (entry["contender"], entry["summary"])
+        for entry in results["cases"].values()
+        if entry["group"] == group and not entry["ours"] and "summary" in entry
+    ]
+    return min(measured, key=lambda m: m[1]["median_us"]) if measured else None
+
+
+def iter_rows(results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    order = ("reference", "browser", "stored", "refreshed")
+    for group in order:
+        for key, entry in results["cases"].items():
+            if entry["group"] == group:
+                yield key, entry
