@@ -81,6 +81,11 @@ class CallbackConfig:
     #: client registration names, and fall back to an OS-chosen port (logged at INFO) when
     #: it is busy. Unlike ``port=``, never raises :class:`CallbackPortInUse`.
     prefer_port: int | None = None
+    #: Forwarded setups (Codespaces, ``ssh -L``, a reverse proxy): the redirect URI the browser
+    #: can reach, ``{port}`` filled from the bound port, while the receiver still binds
+    #: loopback only. https, or http to a loopback host (an SSH port forward). Its path is the
+    #: receiver's path; its host is accepted in ``Host`` besides the loopback names.
+    public_redirect_uri: str | None = None
 
     def __post_init__(self) -> None:
         port = _check_port(self.port, "port")
@@ -123,6 +128,16 @@ class CallbackConfig:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _check_seconds(self.timeout, "timeout"))
         object.__setattr__(self, "read_timeout", _check_seconds(self.read_timeout, "read_timeout"))
+        if self.public_redirect_uri is not None:
+            public_path = _check_public_redirect_uri(self.public_redirect_uri)
+            if path not in (DEFAULT_PATH, public_path):
+                msg = (
+                    f"path={path!r} disagrees with public_redirect_uri "
+                    f"{self.public_redirect_uri!r}: the forwarder passes the path on unchanged, "
+                    f"so the receiver serves the public URI's path. Give the path in one place."
+                )
+                raise InvalidCallbackConfig(msg)
+            object.__setattr__(self, "path", public_path)
         if not isinstance(self.app_name, str) or not self.app_name.strip():
             msg = f"app_name must be a non-empty string, not {self.app_name!r}."
             raise InvalidCallbackConfig(msg)
@@ -192,6 +207,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_connections": (int,),
     "read_timeout": (int, float),
     "prefer_port": (int, type(None)),
+    "public_redirect_uri": (str, type(None)),
 }
 
 
@@ -380,3 +396,38 @@ def _parse_redirect_uri(uri: object) -> tuple[str, int | None, str]:
         raise InvalidCallbackConfig(msg) from exc
     path = _check_path(parts.path or "/", "the redirect_uri path")
     return host, _check_port(port, "the redirect_uri port"), path
+
+
+def _check_public_redirect_uri(template: object) -> str:
+    """The path of a forwarded redirect URI template, or refuse it (and say why)."""
+    if not isinstance(template, str) or not template:
+        msg = f"public_redirect_uri must be a URL string such as 'https://{{port}}-box.example/callback', not {template!r}."
+        raise InvalidCallbackConfig(msg)
+    from urllib.parse import urlsplit
+
+    filled = template.replace("{port}", "1")
+    try:
+        parts = urlsplit(filled)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or parts.username is not None:
+        msg = (
+            f"public_redirect_uri {template!r} is not a URL with a host (user info is not allowed)."
+        )
+        raise InvalidCallbackConfig(msg)
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and is_loopback_host(parts.hostname)
+    )
+    if not secure:
+        msg = (
+            f"public_redirect_uri {template!r} must be https (the code crosses a network), or "
+            f"http to a loopback address such as an 'ssh -L' forward (RFC 8252 §8.3)."
+        )
+        raise InvalidCallbackConfig(msg)
+    if parts.query or parts.fragment:
+        msg = (
+            f"public_redirect_uri {template!r} may not have a query or fragment (RFC 6749 §3.1.2)."
+        )
+        raise InvalidCallbackConfig(msg)
+    return _check_path(parts.path or "/", "the path of public_redirect_uri")

@@ -159,6 +159,20 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the token response as JSON on stdout"
     )
     login.add_argument(
+        "--public-redirect-uri",
+        metavar="URL",
+        help="forwarded setups (Codespaces, ssh -L, a proxy): send the server this redirect URI "
+        "('{port}' is filled in) while listening on loopback only, e.g. "
+        "'https://{port}-name.app.github.dev/callback' or 'http://127.0.0.1:9000/callback'",
+    )
+    login.add_argument(
+        "--browser-command",
+        metavar="CMD",
+        help="open the browser with this command (e.g. 'firefox --new-window'); it is given "
+        "a private sign-in page's file:// URL, never the authorization URL (default: "
+        "$BROWSER, wslview/explorer.exe in WSL, else the system's)",
+    )
+    login.add_argument(
         "--no-store",
         action="store_true",
         help="do not save the login in the token store (by default it is saved, so "

@@ -49,11 +49,16 @@ def describe_token(token: Token) -> str:
 
 
 def _login_config(args: argparse.Namespace) -> CallbackConfig:
+    public = getattr(args, "public_redirect_uri", None)
     if args.legacy_port:
-        return CallbackConfig(port=LEGACY_CALLBACK_PORT, app_name="oauth-loopback")
+        return CallbackConfig(
+            port=LEGACY_CALLBACK_PORT, app_name="oauth-loopback", public_redirect_uri=public
+        )
     if args.redirect_uri is not None:
-        return CallbackConfig(redirect_uri=args.redirect_uri, app_name="oauth-loopback")
-    return CallbackConfig(port=args.port, app_name="oauth-loopback")
+        return CallbackConfig(
+            redirect_uri=args.redirect_uri, app_name="oauth-loopback", public_redirect_uri=public
+        )
+    return CallbackConfig(port=args.port, app_name="oauth-loopback", public_redirect_uri=public)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -135,12 +140,12 @@ def read_metadata(path: str | None) -> dict[str, object] | None:
     return document
 
 
-def _opener_with_hint(live: bool) -> BrowserOpener:
+def _opener_with_hint(live: bool, browser_command: str | None = None) -> BrowserOpener:
     """The default browser launch, telling the user what to do when no browser opened."""
     from .._login._browser import launch_browser
 
     async def open_browser(url: str) -> bool:
-        opened = await launch_browser(url)
+        opened = await launch_browser(url, browser_command=browser_command)
         if not opened:
             print(
                 "No browser could be opened on this machine. Open the address above in any "
@@ -191,7 +196,7 @@ async def _login(args: argparse.Namespace, open_browser: BrowserOpener | None) -
     metadata = read_metadata(args.metadata)
     live = sys.stderr.isatty() and not args.no_browser
     if open_browser is None and not args.no_browser:
-        open_browser = _opener_with_hint(live)
+        open_browser = _opener_with_hint(live, args.browser_command)
     opened, done = anyio.Event(), anyio.Event()
 
     def on_step(name: str, detail: str) -> None:

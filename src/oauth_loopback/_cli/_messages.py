@@ -85,6 +85,7 @@ def message_for(exc: BaseException) -> str:
             .replace("redirect_uri", "--redirect-uri")
             .replace("port=None", "no --port")
             .replace("'callbackPort'", "--port")
+            .replace("public_redirect_uri", "--public-redirect-uri")
         )
     if isinstance(exc, PermissionError) and exc.errno == errno.EACCES:
         return (

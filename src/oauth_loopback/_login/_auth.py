@@ -80,6 +80,7 @@ class TokenAuth(httpx2.Auth):
         timeout: float | None = None,
         paste: bool = False,
         show_url: ShowURL | None = None,
+        browser_command: str | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
         metadata: Mapping[str, object] | None = None,
     ) -> None:
@@ -108,6 +109,7 @@ class TokenAuth(httpx2.Auth):
             timeout=timeout,
             paste=paste,
             show_url=show_url,
+            browser_command=browser_command,
             transport=transport,
             metadata=metadata,
         )

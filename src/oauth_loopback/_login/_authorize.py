@@ -93,6 +93,7 @@ async def authorize(
     metadata: Mapping[str, object] | None = None,
     par: bool | None = None,
     dpop: bool | None = None,
+    browser_command: str | None = None,
 ) -> Token:
     """Log in through the user's browser and return the token: the whole native-app flow.
 
@@ -155,6 +156,11 @@ async def authorize(
         fresh ES256 key when the server advertises ``dpop_signing_alg_values_supported``;
         True always sends proofs (and insists on ``token_type: DPoP``); False never. The key
         is ``token.dpop_key``: keep it with the token (a copied token is useless without it).
+
+    :param browser_command: the command that opens the browser (e.g. ``"firefox
+        --new-window"``), given the sign-in page's ``file://`` URL as its last argument, never
+        the authorization URL (SECURITY.md). Default: ``$BROWSER``, WSL's ``wslview`` or
+        ``explorer.exe``, else :func:`webbrowser.open`.
 
     :raises DiscoveryError: no metadata at any well-known URL (each is named, with why);
         pass ``metadata=`` for a server that publishes none.
@@ -234,7 +240,7 @@ async def authorize(
                     # registered or was asked about; with PAR the push checked the client.
                     await oauth.preflight(url, redirect_uri, oauth.client_id)
             first_prompt = await _send_user(
-                url, server, redirect_uri, open_browser, paste, show_url, on_step
+                url, server, redirect_uri, open_browser, paste, show_url, on_step, browser_command
             )
             try:
                 response = await wait_for_response(
@@ -374,6 +380,7 @@ async def _send_user(
     paste: bool,
     show_url: ShowURL | None,
     on_step: StepCallback | None,
+    browser_command: str | None = None,
 ) -> str:
     """Show the URL and/or open the browser; return the paste prompt's first text."""
     endpoint = server.authorization_endpoint.partition("?")[0]
@@ -385,7 +392,7 @@ async def _send_user(
     if paste and open_browser is None:
         step(on_step, "redirect", f"waiting for the user to open {endpoint}")
         return first_prompt
-    opened = await launch_browser(url, open_browser)
+    opened = await launch_browser(url, open_browser, browser_command=browser_command)
     if not opened and show_url is None and not paste:
         msg = (
             "Could not open a browser for the login, and the authorization URL was not shown "

@@ -23,6 +23,16 @@ left behind are swept at the next launch.
 them. Without a downloads folder, and on macOS and Windows (whose temporary directories are
 per-user), it goes in the temporary directory. A custom ``open_browser`` is given the real
 URL, in-process: it decides itself what to do with it.
+
+**Which launcher**, in this order (each is handed the page, never the URL):
+
+1. ``browser_command`` (``--browser-command``): that command, split like a shell would
+   (no shell runs it), with the page's ``file://`` URL as its last argument;
+2. ``$BROWSER``: honoured by :mod:`webbrowser` (its entries separated by ``os.pathsep``);
+3. in WSL (``/proc/version`` names Microsoft), where Python's :mod:`webbrowser` finds no
+   browser: ``wslview PAGE`` when wslu is installed, else ``explorer.exe`` with the page's
+   Windows path (``wslpath -w``). Never ``cmd.exe``, which splits a URL at ``&``;
+4. :func:`webbrowser.open` (``xdg-open``, ``open``, ``start``).
 """
 
 from __future__ import annotations
@@ -116,7 +126,11 @@ def check_browser_url(url: str) -> str:
 
 
 async def launch_browser(
-    url: str, open_browser: BrowserOpener | None = None, *, task_group: TaskGroup | None = None
+    url: str,
+    open_browser: BrowserOpener | None = None,
+    *,
+    task_group: TaskGroup | None = None,
+    browser_command: str | None = None,
 ) -> bool:
     """Check ``url`` and open it with ``open_browser``, or through a private redirect page.
 
@@ -135,7 +149,7 @@ async def launch_browser(
     else:
         page = await anyio.to_thread.run_sync(_write_page, url)
         try:
-            opened = await anyio.to_thread.run_sync(webbrowser.open, page.as_uri())
+            opened = await anyio.to_thread.run_sync(_open_page, page, browser_command)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_page, page)
@@ -157,6 +171,73 @@ async def _expire(page: Path) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_remove_page, page)
+
+
+def _open_page(page: Path, browser_command: str | None) -> bool:
+    """Hand ``page`` to the launcher chosen as the module docstring says (Which launcher)."""
+    argv = _launcher(page, browser_command)
+    if argv is None:
+        return webbrowser.open(page.as_uri())
+    import subprocess
+
+    try:
+        # Detached: a browser may run for hours; it must not be this process's child to reap.
+        subprocess.Popen(  # noqa: S603  (argv from the user's own setting or a fixed name)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        logger.warning("could not start the browser command %r: %s", argv[0], exc.strerror)
+        return False
+    logger.info("asked %s to open the sign-in page", argv[0])
+    return True
+
+
+def _launcher(page: Path, browser_command: str | None) -> list[str] | None:
+    """The argv to start, or None for :func:`webbrowser.open`."""
+    import shlex
+    import shutil
+
+    if browser_command is not None:
+        return [*shlex.split(browser_command), page.as_uri()]
+    if os.environ.get("BROWSER") or not in_wsl():
+        return None
+    wslview = shutil.which("wslview")
+    if wslview is not None:
+        return [wslview, str(page)]
+    explorer = shutil.which("explorer.exe")
+    wslpath = shutil.which("wslpath")
+    if explorer is not None and wslpath is not None:
+        import subprocess
+
+        try:
+            windows = subprocess.run(  # noqa: S603  (fixed program, our own path)
+                [wslpath, "-w", str(page)], capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.info("wslpath could not translate the page's path: %s", exc)
+            return None
+        return [explorer, windows]
+    return None
+
+
+#: Where the kernel names its build; WSL kernels say "microsoft" there.
+PROC_VERSION = Path("/proc/version")
+
+
+def in_wsl() -> bool:
+    """Running in the Windows Subsystem for Linux (where ``webbrowser`` finds no browser)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("WSL_DISTRO_NAME"):
+        return True
+    try:
+        return "microsoft" in PROC_VERSION.read_text(encoding="ascii", errors="replace").lower()
+    except OSError:
+        return False
 
 
 def redirect_page(url: str) -> bytes:

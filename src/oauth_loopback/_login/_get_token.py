@@ -60,6 +60,7 @@ async def get_token(
     timeout: float | None = None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool = False,
     show_url: ShowURL | None = None,
+    browser_command: str | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     metadata: Mapping[str, object] | None = None,
 ) -> Token:
@@ -109,6 +110,7 @@ async def get_token(
         timeout=timeout,
         paste=paste,
         show_url=show_url,
+        browser_command=browser_command,
         transport=transport,
         metadata=metadata,
         refused=None,
@@ -128,6 +130,7 @@ async def obtain(
     timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool,
     show_url: ShowURL | None,
+    browser_command: str | None = None,
     transport: httpx2.AsyncBaseTransport | None,
     metadata: Mapping[str, object] | None,
     refused: str | None,
@@ -160,6 +163,7 @@ async def obtain(
             timeout=timeout,
             paste=paste,
             show_url=show_url,
+            browser_command=browser_command,
             transport=transport,
             metadata=metadata,
         )
@@ -312,6 +316,7 @@ async def _refresh_or_login(
     timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
     paste: bool,
     show_url: ShowURL | None,
+    browser_command: str | None = None,
     transport: httpx2.AsyncBaseTransport | None,
     metadata: Mapping[str, object] | None,
 ) -> Token:
@@ -388,6 +393,7 @@ async def _refresh_or_login(
         timeout=timeout,
         paste=paste,
         show_url=show_url,
+        browser_command=browser_command,
         transport=transport,
         metadata=server.document,
     )

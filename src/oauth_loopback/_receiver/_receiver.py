@@ -18,7 +18,7 @@ import anyio
 from .._config import CallbackConfig
 from .._errors import CallbackRejected, CallbackTimeout, OAuthLoopbackError, ReceiverClosed
 from ._registry import AuthorizationResponse, Outcome, StateRegistry
-from ._routing import allowed_host_headers, split_target
+from ._routing import allowed_host_headers, forwarded_host_headers, split_target
 
 if TYPE_CHECKING:
     import socket
@@ -160,8 +160,13 @@ class CallbackReceiver:
         uri_host = {"::1": "[::1]"}.get(bound_host, bound_host)
         #: ``http://127.0.0.1:<port>/callback``: register this with the authorization server.
         self.redirect_uri = f"http://{uri_host}:{port}{config.path}"
+        if config.public_redirect_uri is not None:
+            # Forwarded (Codespaces, ssh -L, a proxy): the browser's address, port filled in.
+            self.redirect_uri = config.public_redirect_uri.replace("{port}", str(port))
         self._registry: StateRegistry[PendingCallback] = StateRegistry()
         self._allowed_hosts = allowed_host_headers(bound_host, port)
+        if config.public_redirect_uri is not None:
+            self._allowed_hosts |= forwarded_host_headers(self.redirect_uri)
         self._closed = False
         self._server = _shell().ConnectionServer(config, self._registry, self._allowed_hosts)
 

@@ -101,3 +101,22 @@ def allowed_host_headers(bound_host: str, port: int) -> frozenset[bytes]:
     if port == 80:  # RFC 9110 §7.2: the default port may be omitted
         hosts |= {name.encode() for name in names}
     return frozenset(hosts)
+
+
+def forwarded_host_headers(public_redirect_uri: str) -> frozenset[bytes]:
+    """The ``Host`` values of a forwarded redirect URI (``public_redirect_uri``), lower-case.
+
+    Only in forwarded mode: the forwarder passes the browser's ``Host`` on, and it names the
+    public address. Its default port may be omitted (RFC 9110 §7.2).
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(public_redirect_uri)
+    netloc = parts.netloc.lower().rpartition("@")[2]
+    hosts = {netloc.encode()}
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    if parts.port is None and default is not None:
+        hosts.add(f"{netloc}:{default}".encode())
+    elif parts.port == default:
+        hosts.add(netloc.rsplit(":", 1)[0].encode())
+    return frozenset(hosts)
