@@ -1,4 +1,4 @@
-"""One measured process of ``benchmarks/felt.py``: ``python _felt_child.py MODE PLAN [warm]``.
+"""One measured process of ``benchmarks/felt.py``: ``python _felt_child.py MODE PLAN [FLAG...]``.
 
 Run as a script by path (not as ``-m benchmarks...``), so that it imports nothing but what its
 mode needs: the start-up of the library under test is part of what is measured. ``PLAN`` is a
@@ -58,42 +58,35 @@ def ours_sync(plan: dict[str, Any]) -> str:
     return oauth_loopback.sync.authorize(plan["issuer"], **_authorize_options(plan)).token_type
 
 
+def _get_token_options(plan: dict[str, Any]) -> dict[str, Any]:
+    import oauth_loopback
+
+    return {
+        "store": oauth_loopback.FileTokenStore(plan["store"]),
+        "scope": plan["scope"],
+        # "dynamic": the client is whatever the store holds, or a new registration (RFC 7591).
+        "client_id": None if plan.get("dynamic") else plan["client_id"],
+        "open_browser": record,
+    }
+
+
 def ours_get_token(plan: dict[str, Any]) -> str:
-    """DESIGN.md §7 ``get_token`` with the default file store (XDG_STATE_HOME is private)."""
+    """``get_token()`` with a file store: stored, refreshed, or a login through the opener."""
     import anyio
 
     import oauth_loopback
 
-    get_token: Any = getattr(oauth_loopback, "get_token")  # noqa: B009 - not on every branch
-    store_class: Any = getattr(oauth_loopback, "FileTokenStore")  # noqa: B009
-
     async def main() -> str:
-        token = await get_token(
-            plan["issuer"],
-            store=store_class(),
-            scope=plan["scope"],
-            client_id=plan["client_id"],
-            open_browser=record,
-        )
-        return str(token.token_type)
+        token = await oauth_loopback.get_token(plan["issuer"], **_get_token_options(plan))
+        return token.token_type
 
     return anyio.run(main)
 
 
 def ours_sync_get_token(plan: dict[str, Any]) -> str:
-    import oauth_loopback
     import oauth_loopback.sync
 
-    get_token: Any = getattr(oauth_loopback.sync, "get_token")  # noqa: B009
-    store_class: Any = getattr(oauth_loopback, "FileTokenStore")  # noqa: B009
-    token = get_token(
-        plan["issuer"],
-        store=store_class(),
-        scope=plan["scope"],
-        client_id=plan["client_id"],
-        open_browser=record,
-    )
-    return str(token.token_type)
+    return oauth_loopback.sync.get_token(plan["issuer"], **_get_token_options(plan)).token_type
 
 
 def google(plan: dict[str, Any]) -> str:
@@ -168,6 +161,7 @@ def main() -> int:
     with open(plan_path, encoding="utf-8") as f:
         plan = json.load(f)
     plan["warm"] = "warm" in flags
+    plan["dynamic"] = "dynamic" in flags
     token_type = MODES[mode](plan)
     print(f"token {token_type}")
     return 0

@@ -69,10 +69,10 @@ class Case:
 
     key: str
     label: str
-    group: Group
-    contender: str
+    group: Group = "reference"
+    contender: str = "python"
     #: argv and extra environment, given the harness.
-    command: Callable[[Harness], tuple[list[str], dict[str, str]]]
+    command: Callable[[Harness], tuple[list[str], dict[str, str]]] = lambda h: ([], {})
     #: "browser": until the opener is invoked (then the login is completed, untimed);
     #: "exit": until the process has exited.
     until: Literal["browser", "exit"] = "exit"
@@ -80,14 +80,16 @@ class Case:
     unavailable: Callable[[], str | None] = lambda: None
     #: Untimed, before every sample (e.g. restore a token store).
     prepare: Callable[[Harness, Case], None] | None = None
-    #: What the process must print on stdout to count (None: nothing checked).
-    expect_stdout: str | None = "token "
+    #: What the process must have printed on stdout to count (None: nothing checked).
+    check: Callable[[str], bool] | None = lambda out: "token " in out
     #: Which token grants the server must see during the sample: None = not checked.
     grants: tuple[str, ...] | None = None
     #: Which embedded server: "main", or "refresh" (access tokens that expire at once).
     server: Literal["main", "refresh"] = "main"
     #: Compared against the fastest peer of its group ("ours"), or a peer itself.
     ours: bool = False
+    #: Measured by ``--quick`` too (one case per contender and moment).
+    quick: bool = False
 
 
 # --- the harness ----------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class Harness:
             "scope": SCOPE,
             "client_id": client_id,
             "metadata_file": str(metadata_file),
+            "store": str(self.store(which)),
         }
         if which == "main":
             plan["google_secrets"] = str(self._google_secrets(server))
@@ -152,6 +155,43 @@ class Harness:
         _private(path, json.dumps(plan))
         self._plans[which] = path
         return path
+
+    def store(self, which: str = "main") -> Path:
+        """The token store directory of the cases on ``which`` server."""
+        return self.dir / f"store-{which}"
+
+    def prime(self, which: str, *, dynamic: bool, keep_tokens: bool) -> None:
+        """A real ``get_token()`` login into the store, on the portal's loop (untimed set-up).
+
+        ``dynamic``: registered by the login (RFC 7591) rather than the pre-registered client;
+        ``keep_tokens=False``: the tokens are dropped again, leaving the registration and the
+        metadata the store keeps for the next login.
+        """
+        plan = self.plan_data(which)
+
+        async def login() -> None:
+            import oauth_loopback
+            from oauth_loopback.testing import follow_redirects
+
+            async def browser(url: str) -> None:
+                await follow_redirects(_url_from(url))
+
+            store = oauth_loopback.FileTokenStore(plan["store"])
+            await oauth_loopback.get_token(
+                plan["issuer"],
+                store=store,
+                scope=SCOPE,
+                client_id=None if dynamic else plan["client_id"],
+                open_browser=browser,
+            )
+            if not keep_tokens:
+                key = oauth_loopback.LoginKey(plan["issuer"])
+                stored = await store.load(key)
+                if stored is None or stored.client is None:
+                    raise CaseFailed("get_token() stored no registration to start from")
+                await store.save(dataclasses.replace(stored, tokens=None))
+
+        self.portal.call(login)
 
     def plan_data(self, which: str = "main") -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.plan(which).read_text())
@@ -381,9 +421,9 @@ def _url_from(opened: str) -> str:
 # --- sampling -------------------------------------------------------------------------------
 
 
-def sample(h: Harness, case: Case, *, timed: bool = True) -> int:
+def sample(h: Harness, case: Case) -> int:
     """One process of ``case``; returns nanoseconds until its moment (see the module)."""
-    if timed and case.prepare is not None:
+    if case.prepare is not None:
         case.prepare(h, case)
     argv, extra = case.command(h)
     grants_before = len(h.grants(case.server)) if case.grants is not None else 0
@@ -398,7 +438,7 @@ def sample(h: Harness, case: Case, *, timed: bool = True) -> int:
     )
     try:
         moment = 0
-        if case.until == "browser" or not timed:
+        if case.until == "browser":
             moment, opened = h.wait_for_browser(proc)
             h.follow(opened)
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -412,9 +452,9 @@ def sample(h: Harness, case: Case, *, timed: bool = True) -> int:
         raise
     if proc.returncode != 0:
         raise CaseFailed(f"{case.label} exited with {proc.returncode}:\n{_tail(err)}")
-    if case.expect_stdout is not None and case.expect_stdout not in out.decode(errors="replace"):
-        raise CaseFailed(f"{case.label} printed no token:\n{_tail(out)}\n{_tail(err)}")
-    if timed and case.grants is not None:
+    if case.check is not None and not case.check(out.decode(errors="replace")):
+        raise CaseFailed(f"{case.label} printed no token:\n{_tail(err)}")
+    if case.grants is not None:
         seen = tuple(h.grants(case.server)[grants_before:])
         if seen != case.grants:
             raise CaseFailed(f"{case.label}: the server issued {seen}, expected {case.grants}")
@@ -440,10 +480,15 @@ def browser_script_startup(h: Harness, runs: int) -> list[int]:
 
 
 def measure(
-    runs: int, *, warmup_rounds: int = 1, cases: list[Case] | None = None
+    runs: int, *, warmup_rounds: int = 1, quick: bool = False, cases: list[Case] | None = None
 ) -> dict[str, Any]:
-    """Every available case, ``runs`` interleaved rounds after ``warmup_rounds`` discarded."""
+    """Every available case, ``runs`` interleaved rounds after ``warmup_rounds`` discarded.
+
+    ``quick``: only the cases marked ``quick`` (one per contender and moment).
+    """
     cases = CASES if cases is None else cases
+    if quick:
+        cases = [case for case in cases if case.quick]
     results: dict[str, Any] = {"cases": {}}
     runnable: list[Case] = []
     for case in cases:
@@ -477,25 +522,26 @@ def measure(
 
 # --- the cases ------------------------------------------------------------------------------
 
+Command = Callable[[Harness], tuple[list[str], dict[str, str]]]
+
 
 def _cli() -> list[str]:
     script = Path(sys.executable).with_name("oauth-loopback")
     return [str(script)] if script.exists() else [sys.executable, "-m", "oauth_loopback"]
 
 
-def _child(
-    mode: str, *flags: str, server: str = "main"
-) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+def _child(mode: str, *flags: str, server: str = "main") -> Command:
     def command(h: Harness) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, str(CHILD), mode, str(h.plan(server)), *flags], {}
 
     return command
 
 
-def _login(*, warm: bool) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+def _login(*, warm: bool) -> Command:
     def command(h: Harness) -> tuple[list[str], dict[str, str]]:
         plan = h.plan_data("main")
         argv = [*_cli(), "login", plan["issuer"], "--scope", SCOPE, "--json"]
+        argv += ["--store", plan["store"]]
         if warm:
             argv += ["--client-id", plan["client_id"], "--metadata", plan["metadata_file"]]
         return argv, {}
@@ -503,10 +549,11 @@ def _login(*, warm: bool) -> Callable[[Harness], tuple[list[str], dict[str, str]
     return command
 
 
-def _token_cli(server: str) -> Callable[[Harness], tuple[list[str], dict[str, str]]]:
+def _token_cli(server: str) -> Command:
     def command(h: Harness) -> tuple[list[str], dict[str, str]]:
         plan = h.plan_data(server)
-        return [*_cli(), "token", plan["issuer"], "--client-id", plan["client_id"]], {}
+        argv = [*_cli(), "token", plan["issuer"], "--scope", SCOPE]
+        return argv + ["--client-id", plan["client_id"], "--store", plan["store"]], {}
 
     return command
 
@@ -521,21 +568,24 @@ def _missing(module: str, extra: str = "bench") -> Callable[[], str | None]:
 
 
 def _ours_lacks(name: str) -> Callable[[], str | None]:
-    """Skipped until this oauth_loopback has ``name`` (``sync.x``; ``cli:x`` a sub-command)."""
+    """Skipped until this oauth_loopback has ``name`` (``sync.x``; ``cli:x`` a sub-command).
+
+    The hook for what is still being written: a case for it can be registered before it
+    lands, and is measured from the first run in which it exists.
+    """
 
     def unavailable() -> str | None:
         if name.startswith("cli:"):
             from oauth_loopback._cli import _parser
 
             command = name.removeprefix("cli:")
-            actions = [a for a in _parser()._actions if hasattr(a, "choices") and a.choices]
+            actions = [a for a in _parser()._actions if getattr(a, "choices", None)]
             if any(command in (a.choices or ()) for a in actions):
                 return None
         else:
             module_name, _, attr = name.rpartition(".")
-            module = importlib.import_module(
-                f"oauth_loopback{'.' + module_name if module_name else ''}"
-            )
+            suffix = f".{module_name}" if module_name else ""
+            module = importlib.import_module(f"oauth_loopback{suffix}")
             if attr in getattr(module, "__all__", ()):
                 return None
         return f"{name.removeprefix('cli:')} is not in this oauth_loopback yet"
@@ -543,22 +593,36 @@ def _ours_lacks(name: str) -> Callable[[], str | None]:
     return unavailable
 
 
-def _restore_store(h: Harness, case: Case) -> None:
-    """Stored-token cases: put back the token store their first (primed) run left."""
-    template = h.dir / f"store-{case.key}"
-    state = h.dir / "state"
-    if not template.exists():
-        shutil.rmtree(state, ignore_errors=True)
-        sample(h, case, timed=False)  # logs in through the browser, leaves the token stored
-        shutil.copytree(state, template)
-    shutil.rmtree(state, ignore_errors=True)
-    shutil.copytree(template, state)
+def _clear_store(h: Harness, case: Case) -> None:
+    """Cold cases: nothing stored (``login`` saves its login; ``get_token`` reads the store)."""
+    shutil.rmtree(h.store(case.server), ignore_errors=True)
+
+
+def _from_template(*, dynamic: bool, keep_tokens: bool) -> Callable[[Harness, Case], None]:
+    """Put back a store primed once by a real login (in this process, untimed).
+
+    ``keep_tokens=False`` leaves only what a store keeps between logins (the registration and
+    the server's metadata): the warm start of an interactive login.
+    """
+
+    def prepare(h: Harness, case: Case) -> None:
+        store = h.store(case.server)
+        template = h.dir / f"template-{case.server}-{dynamic}-{keep_tokens}"
+        if not template.exists():
+            shutil.rmtree(store, ignore_errors=True)
+            h.prime(case.server, dynamic=dynamic, keep_tokens=keep_tokens)
+            shutil.copytree(store, template)
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.copytree(template, store)
+
+    return prepare
 
 
 def _fresh_login(h: Harness, case: Case) -> None:
-    """Refreshed-token cases: a new login (1 s tokens), so the refresh token is unused."""
-    shutil.rmtree(h.dir / "state", ignore_errors=True)
-    sample(h, case, timed=False)
+    """Refreshed cases: a new login every time (1 s tokens), so its refresh token is unused
+    (the embedded server revokes a refresh token once it has been rotated)."""
+    shutil.rmtree(h.store(case.server), ignore_errors=True)
+    h.prime(case.server, dynamic=False, keep_tokens=True)
 
 
 _GOOGLE_ENV = {"OAUTHLIB_INSECURE_TRANSPORT": "1"}  # oauthlib's documented switch for http
@@ -580,79 +644,141 @@ def _msal_https_only() -> str | None:
     return _missing("msal")() or MSAL_HTTPS_ONLY
 
 
-CASES: list[Case] = [
-    Case(
-        "pass",
-        "`python -c pass`",
-        "reference",
-        "python",
-        lambda h: ([sys.executable, "-c", "pass"], {}),
-        expect_stdout=None,
-    ),
-    Case(
-        "anyio-h11",
-        '`python -c "import anyio, h11"`',
-        "reference",
-        "python",
-        lambda h: ([sys.executable, "-c", "import anyio, h11"], {}),
-        expect_stdout=None,
-    ),
-    # Time to browser.
-    Case(
-        "login-cold",
-        "`oauth-loopback login` (cold: discovery + registration)",
-        "browser",
+def _no_command(h: Harness) -> tuple[list[str], dict[str, str]]:
+    raise CaseFailed("this case is never run (it is always skipped)")
+
+
+def _stdout_has(text: str) -> Callable[[str], bool]:
+    return lambda out: text in out
+
+
+def _one_token_line(out: str) -> bool:
+    return len(out.split()) == 1
+
+
+_TOKEN_LINE = _stdout_has("token ")
+_WARM_STORE = _from_template(dynamic=True, keep_tokens=False)
+_STORED_TEMPLATE = _from_template(dynamic=False, keep_tokens=True)
+
+
+def _reference(key: str, label: str, code: str) -> Case:
+    def command(h: Harness) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, "-c", code], {}
+
+    return Case(key, label, "reference", "python", command, check=None, quick=True)
+
+
+def _ours(
+    key: str,
+    label: str,
+    group: Group,
+    command: Command,
+    *,
+    prepare: Callable[[Harness, Case], None],
+    needs: str | None = None,
+    check: Callable[[str], bool] | None = _TOKEN_LINE,
+    quick: bool = False,
+) -> Case:
+    """One of ours; ``needs``: the name it waits for (``get_token``, ``sync.x``, ``cli:x``)."""
+    return Case(
+        key,
+        label,
+        group,
         "oauth-loopback",
-        _login(warm=False),
-        until="browser",
-        expect_stdout='"access_token"',
+        command,
+        until="browser" if group == "browser" else "exit",
+        unavailable=_ours_lacks(needs) if needs else (lambda: None),
+        prepare=prepare,
+        check=check,
+        grants={"browser": None, "stored": (), "refreshed": ("refresh_token",)}[group],
+        server="refresh" if group == "refreshed" else "main",
         ours=True,
+        quick=quick,
+    )
+
+
+CASES: list[Case] = [
+    _reference("pass", "`python -c pass`", "pass"),
+    _reference("anyio-h11", '`python -c "import anyio, h11"`', "import anyio, h11"),
+    # Time to browser. Cold: discovery and registration; warm: what a store keeps.
+    _ours(
+        "login-cold",
+        "`oauth-loopback login` (cold)",
+        "browser",
+        _login(warm=False),
+        prepare=_clear_store,
+        check=_stdout_has('"access_token"'),
+        quick=True,
     ),
-    Case(
+    _ours(
         "login-warm",
         "`oauth-loopback login --client-id --metadata` (warm)",
         "browser",
-        "oauth-loopback",
         _login(warm=True),
-        until="browser",
-        expect_stdout='"access_token"',
-        ours=True,
+        prepare=_clear_store,
+        check=_stdout_has('"access_token"'),
     ),
-    Case(
+    _ours(
         "authorize-cold",
-        "`authorize()` in a fresh process (cold)",
+        "`authorize()` (cold)",
         "browser",
-        "oauth-loopback",
         _child("authorize"),
-        until="browser",
-        ours=True,
+        prepare=_clear_store,
     ),
-    Case(
+    _ours(
         "authorize-warm",
         "`authorize(client_id=, metadata=)` (warm)",
         "browser",
-        "oauth-loopback",
         _child("authorize", "warm"),
-        until="browser",
-        ours=True,
+        prepare=_clear_store,
+        quick=True,
     ),
-    Case(
+    _ours(
         "sync-authorize-cold",
         "`sync.authorize()` (cold)",
         "browser",
-        "oauth-loopback",
         _child("sync-authorize"),
-        until="browser",
-        ours=True,
+        prepare=_clear_store,
     ),
-    Case(
+    _ours(
         "sync-authorize-warm",
         "`sync.authorize(client_id=, metadata=)` (warm)",
         "browser",
-        "oauth-loopback",
         _child("sync-authorize", "warm"),
-        until="browser",
-        ours=True,
+        prepare=_clear_store,
+    ),
+    _ours(
+        "get-token-cold",
+        "`get_token()`, empty store (cold)",
+        "browser",
+        _child("get-token", "dynamic"),
+        prepare=_clear_store,
+        needs="get_token",
+    ),
+    _ours(
+        "get-token-warm",
+        "`get_token()`, stored registration (warm)",
+        "browser",
+        _child("get-token", "dynamic"),
+        prepare=_WARM_STORE,
+        needs="get_token",
+        quick=True,
+    ),
+    _ours(
+        "sync-get-token-cold",
+        "`sync.get_token()`, empty store (cold)",
+        "browser",
+        _child("sync-get-token", "dynamic"),
+        prepare=_clear_store,
+        needs="sync.get_token",
+    ),
+    _ours(
+        "sync-get-token-warm",
+        "`sync.get_token()`, stored registration (warm)",
+        "browser",
+        _child("sync-get-token", "dynamic"),
+        prepare=_WARM_STORE,
+        needs="sync.get_token",
     ),
     Case(
         "google",
@@ -662,50 +788,45 @@ CASES: list[Case] = [
         _google_command,
         until="browser",
         unavailable=_missing("google_auth_oauthlib"),
+        quick=True,
     ),
     Case(
         "msal-interactive",
         "msal `acquire_token_interactive`",
         "browser",
         "msal",
-        lambda h: ([], {}),
+        _no_command,
         until="browser",
         unavailable=_msal_https_only,
+        quick=True,
     ),
     # Time to a stored, valid token.
-    Case(
+    _ours(
         "token-cli-stored",
         "`oauth-loopback token` (stored)",
         "stored",
-        "oauth-loopback",
         _token_cli("main"),
-        unavailable=_ours_lacks("cli:token"),
-        prepare=_restore_store,
-        expect_stdout=None,
-        grants=(),
-        ours=True,
+        prepare=_STORED_TEMPLATE,
+        needs="cli:token",
+        check=_one_token_line,
+        quick=True,
     ),
-    Case(
+    _ours(
         "get-token-stored",
         "`get_token()` (stored)",
         "stored",
-        "oauth-loopback",
         _child("get-token"),
-        unavailable=_ours_lacks("get_token"),
-        prepare=_restore_store,
-        grants=(),
-        ours=True,
+        prepare=_STORED_TEMPLATE,
+        needs="get_token",
+        quick=True,
     ),
-    Case(
+    _ours(
         "sync-get-token-stored",
         "`sync.get_token()` (stored)",
         "stored",
-        "oauth-loopback",
         _child("sync-get-token"),
-        unavailable=_ours_lacks("sync.get_token"),
-        prepare=_restore_store,
-        grants=(),
-        ours=True,
+        prepare=_STORED_TEMPLATE,
+        needs="sync.get_token",
     ),
     Case(
         "msal-silent",
@@ -714,52 +835,43 @@ CASES: list[Case] = [
         "msal",
         _child("msal-silent"),
         unavailable=_missing("msal"),
+        quick=True,
     ),
-    # Time to a refreshed token (the stored one has expired).
-    Case(
+    # Time to a refreshed token (the stored access token has expired).
+    _ours(
         "token-cli-refreshed",
         "`oauth-loopback token` (refreshed)",
         "refreshed",
-        "oauth-loopback",
         _token_cli("refresh"),
-        unavailable=_ours_lacks("cli:token"),
         prepare=_fresh_login,
-        expect_stdout=None,
-        grants=("refresh_token",),
-        server="refresh",
-        ours=True,
+        needs="cli:token",
+        check=_one_token_line,
     ),
-    Case(
+    _ours(
         "get-token-refreshed",
         "`get_token()` (refreshed)",
         "refreshed",
-        "oauth-loopback",
         _child("get-token", server="refresh"),
-        unavailable=_ours_lacks("get_token"),
         prepare=_fresh_login,
-        grants=("refresh_token",),
-        server="refresh",
-        ours=True,
+        needs="get_token",
+        quick=True,
     ),
-    Case(
+    _ours(
         "sync-get-token-refreshed",
         "`sync.get_token()` (refreshed)",
         "refreshed",
-        "oauth-loopback",
         _child("sync-get-token", server="refresh"),
-        unavailable=_ours_lacks("sync.get_token"),
         prepare=_fresh_login,
-        grants=("refresh_token",),
-        server="refresh",
-        ours=True,
+        needs="sync.get_token",
     ),
     Case(
         "msal-refreshed",
         "msal `acquire_token_silent` (refresh)",
         "refreshed",
         "msal",
-        lambda h: ([], {}),
+        _no_command,
         unavailable=_msal_https_only,
+        quick=True,
     ),
 ]
 

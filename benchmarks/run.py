@@ -51,6 +51,7 @@ class Sizes:
     rounds: int = 4  # floor and receiver alternate in this many chunks (drift hits both)
     warmup: int = 20  # iterations run and discarded first, per backend
     felt_warmup: int = 1  # discarded rounds of whole processes (they write the .pyc files)
+    felt_quick: bool = False  # whole processes: only one case per contender and moment
     long_warmup: int = 1500  # untraced logins first (they fill the finished-state memory)
 
 
@@ -77,9 +78,10 @@ QUICK = Sizes(
     startup_runs=5,
     peer_bind=300,
     peer_dispatch=200,
-    fastmcp=20,
+    fastmcp=8,  # each is a uvicorn start and stop, ~0.25 s
     msal_public=1,
     felt_runs=2,
+    felt_quick=True,
     long_total=2400,
     long_window=1200,
     long_step=60,
@@ -221,7 +223,9 @@ def run_suite(
         results["startup_heavy_imports"] = startup.heavy_imports()
     results["peers"] = _peer_suite(sizes, backends) if with_peers else {}
     if with_felt:
-        results["felt"] = felt.measure(sizes.felt_runs, warmup_rounds=sizes.felt_warmup)
+        results["felt"] = felt.measure(
+            sizes.felt_runs, warmup_rounds=sizes.felt_warmup, quick=sizes.felt_quick
+        )
     results["goals"] = goals(results)
     return results
 
