@@ -3,8 +3,8 @@
 Every figure is one fresh process of this interpreter, from ``Popen`` to a moment the user
 would notice, against the embedded authorization server (:mod:`oauth_loopback.testing`)
 running on loopback in this process (an event loop thread of its own). The contenders run
-interleaved, round after round, so drift hits all alike; round 0 is discarded (it warms the
-page cache and writes the byte-code caches under a private ``PYTHONPYCACHEPREFIX``).
+interleaved, round after round, so drift hits all alike; the first round is discarded (it warms
+the page cache and writes the byte-code caches under a private ``PYTHONPYCACHEPREFIX``).
 
 * **time to browser**: until the browser opener is *invoked*. Library calls get an opener
   that writes the URL to a FIFO (ours: ``open_browser=``; google-auth-oauthlib: a browser
@@ -14,16 +14,18 @@ page cache and writes the byte-code caches under a private ``PYTHONPYCACHEPREFIX
   FIFO and takes the time when the line arrives, then plays the browser
   (``testing.follow_redirects``) so that every login completes and is checked (exit status 0,
   a token). Cold: nothing known, so discovery and dynamic registration (RFC 8414, RFC 7591);
-  warm: what a store keeps between logins (the client id and the server's metadata).
+  warm: what a store keeps between logins (the client and the server's metadata).
 * **time to a stored token** / **to a refreshed token**: until the process has printed the
-  token and exited (what ``$(cli token)`` waits for).
+  token and exited (what ``$(oauth-loopback token ISSUER)`` waits for). The stores are primed
+  by a real ``get_token()`` login in this process, untimed.
 
 The references, measured in the same rounds: ``python -c pass`` and
 ``python -c "import anyio, h11"`` (the least a process needs to receive a callback at all).
 
-New contenders are one :class:`Case` in :data:`CASES`: ``get_token()``, ``sync.get_token()``
-and ``oauth-loopback token`` are registered already and measured as soon as this
-``oauth_loopback`` has them (until then the table says why they are skipped).
+A new contender is one :class:`Case` in :data:`CASES` (or :func:`register`). A case can be
+registered before what it measures exists (``unavailable=``): it is skipped, saying why, until
+it does (``get_token()``, ``sync.get_token()`` and ``oauth-loopback token`` were, and are
+measured since they landed).
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ class Case:
 
     key: str
     label: str
-    group: Group = "reference"
-    contender: str = "python"
+    group: Group
+    contender: str
     #: argv and extra environment, given the harness.
-    command: Callable[[Harness], tuple[list[str], dict[str, str]]] = lambda h: ([], {})
+    command: Callable[[Harness], tuple[list[str], dict[str, str]]]
     #: "browser": until the opener is invoked (then the login is completed, untimed);
     #: "exit": until the process has exited.
     until: Literal["browser", "exit"] = "exit"
@@ -115,7 +117,6 @@ class Harness:
         self.portal = stack.enter_context(start_blocking_portal("asyncio"))
         self._servers: dict[str, Any] = {}
         self._plans: dict[str, Path] = {}
-        self.msal_files: dict[str, str] | None = None
 
     # The servers and what the children are told about them.
 
@@ -226,9 +227,9 @@ class Harness:
 
         msal accepts only an https authority, so the one it is given is never contacted: the
         discovery document sits in its ``http_cache`` (what a CLI persists between runs, as
-        msal's docs show), and its token cache holds the tokens the embedded server issued
-        to a real login, plus an unsigned ID token naming the user (the embedded server
-        issues none, and msal keeps no account without one; msal does not validate it).
+        msal's docs show), and its token cache holds what the embedded server issued to a
+        real OpenID login (access, refresh and ID token: msal keeps no account without one),
+        added with msal's own ``SerializableTokenCache.add``.
         """
         import pickle
 
@@ -251,17 +252,16 @@ class Harness:
         with open(http_cache_file, "wb") as f:
             pickle.dump(http_cache, f)
         http_cache_file.chmod(0o600)
-        token = self.login_in_process(server, client_id)
-        now = int(time.time())
-        claims = {"iss": authority, "sub": "bench-user", "aud": client_id, "iat": now}
-        claims["exp"] = now + 3600
+        token = self.login_in_process(server, client_id, scope=f"openid {SCOPE}")
+        if not token.get("id_token"):
+            raise CaseFailed("the embedded server issued no ID token for scope openid")
         cache = msal.SerializableTokenCache()
         cache.add(
             {
                 "client_id": client_id,
                 "scope": [SCOPE],
                 "token_endpoint": f"{authority}/token",
-                "response": {**token, "id_token": _unsigned_jwt(claims)},
+                "response": token,
             }
         )
         cache_file = self.dir / "msal-cache.json"
@@ -273,7 +273,7 @@ class Harness:
             "msal_client_id": client_id,
         }
 
-    def login_in_process(self, server: Any, client_id: str) -> dict[str, Any]:
+    def login_in_process(self, server: Any, client_id: str, *, scope: str) -> dict[str, Any]:
         """A real login against ``server`` on the portal's loop (untimed set-up)."""
 
         async def login() -> dict[str, Any]:
@@ -281,10 +281,10 @@ class Harness:
             from oauth_loopback.testing import follow_redirects
 
             async def browser(url: str) -> None:
-                await follow_redirects(url)
+                await follow_redirects(_url_from(url))
 
             token = await authorize(
-                server.issuer, client_id=client_id, scope=SCOPE, open_browser=browser
+                server.issuer, client_id=client_id, scope=scope, open_browser=browser
             )
             return dict(token)
 
@@ -365,15 +365,6 @@ def _private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def _unsigned_jwt(claims: dict[str, Any]) -> str:
-    import base64
-
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
 class _Response:
