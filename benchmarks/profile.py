@@ -21,6 +21,7 @@ from benchmarks import floors, receiver
 
 FIGURES: dict[str, Callable[[int], Awaitable[object]]] = {
     "bind": receiver.bind,
+    "bind-config": receiver.bind_config,
     "dispatch": receiver.dispatch,
     "floor": floors.framework_dispatch,
 }

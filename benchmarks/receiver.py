@@ -32,6 +32,36 @@ async def bind(iterations: int) -> list[int]:
     return samples
 
 
+# A client's JSON settings, as it would keep them (the port left to the OS: ephemeral).
+USER_SETTINGS = {
+    "callbackHost": "127.0.0.1",
+    "callbackPath": "/callback",
+    "timeout": 300,
+    "appName": "bench-cli",
+}
+
+
+async def bind_config(iterations: int) -> list[int]:
+    """Bind as a user calls it: ``CallbackConfig.from_mapping(settings)``, ``open_receiver(cfg)``,
+    ``expect()``, read ``redirect_uri``, and a TCP connect to it succeeds."""
+    samples: list[int] = []
+    with quiet_gc():
+        for _ in range(iterations):
+            t0 = ns()
+            config = CallbackConfig.from_mapping(USER_SETTINGS)
+            async with open_receiver(config) as receiver:
+                receiver.expect()
+                uri = receiver.redirect_uri
+                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                client.connect(("127.0.0.1", receiver.port))
+                t1 = ns()
+                client.close()
+            samples.append(t1 - t0)
+            if not uri.startswith("http://127.0.0.1:") or not uri.endswith("/callback"):
+                raise RuntimeError(f"unexpected redirect URI {uri!r}")
+    return samples
+
+
 async def dispatch(iterations: int, pending: int = 1) -> tuple[list[int], list[int]]:
     """(``wait()`` returns, client has the whole page) samples with ``pending`` logins waiting.
 

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 import anyio
 
-from benchmarks import floors, peers, receiver, startup
+from benchmarks import felt, floors, longlived, peers, receiver, startup
 from benchmarks._stats import Summary, ratio, summarise
 
 BACKENDS = ("asyncio", "trio")
@@ -44,8 +44,15 @@ class Sizes:
     peer_dispatch: int
     fastmcp: int
     msal_public: int
+    felt_runs: int = 15  # interleaved rounds of whole processes (felt.py)
+    long_total: int = 100_000  # completed logins through one long-lived receiver
+    long_window: int = 6000  # ... of which the first and the last this many are traced
+    long_step: int = 1000  # a reading every this many logins inside a window
     rounds: int = 4  # floor and receiver alternate in this many chunks (drift hits both)
     warmup: int = 20  # iterations run and discarded first, per backend
+    felt_warmup: int = 1  # discarded rounds of whole processes (they write the .pyc files)
+    felt_quick: bool = False  # whole processes: only one case per contender and moment
+    long_warmup: int = 1500  # untraced logins first (they fill the finished-state memory)
 
 
 FULL = Sizes(
@@ -71,8 +78,14 @@ QUICK = Sizes(
     startup_runs=5,
     peer_bind=300,
     peer_dispatch=200,
-    fastmcp=20,
+    fastmcp=8,  # each is a uvicorn start and stop, ~0.25 s
     msal_public=1,
+    felt_runs=2,
+    felt_quick=True,
+    long_total=2400,
+    long_window=1200,
+    long_step=60,
+    long_warmup=1050,
     rounds=2,
 )
 
@@ -86,6 +99,7 @@ async def _backend_suite(sizes: Sizes, syscall: dict[str, list[int]]) -> dict[st
     """All figures of one backend; syscall-floor samples are pooled into ``syscall``."""
     # Warm-up (discarded): imports, code paths, the allocator.
     await receiver.bind(sizes.warmup)
+    await receiver.bind_config(sizes.warmup)
     await receiver.dispatch(sizes.warmup)
     await floors.framework_dispatch(sizes.warmup)
     floors.syscall_bind(sizes.warmup)
@@ -102,6 +116,7 @@ async def _backend_suite(sizes: Sizes, syscall: dict[str, list[int]]) -> dict[st
     ):
         syscall["bind"] += floors.syscall_bind(bind_n)
         add("bind", await receiver.bind(bind_n))
+        add("bind_config", await receiver.bind_config(bind_n))
         wake, full = floors.syscall_dispatch(dispatch_n)
         syscall["dispatch_wake"] += wake
         syscall["dispatch_full"] += full
@@ -119,6 +134,12 @@ async def _backend_suite(sizes: Sizes, syscall: dict[str, list[int]]) -> dict[st
     result["pending_1"] = result["dispatch_wake"]
     result["memory"] = await receiver.memory(sizes.memory)
     result["burst"] = await receiver.burst(sizes.burst)
+    result["long_lived"] = await longlived.long_lived(
+        sizes.long_total,
+        window=sizes.long_window,
+        step=sizes.long_step,
+        warmup=sizes.long_warmup,
+    )
     return result
 
 
@@ -175,6 +196,7 @@ def run_suite(
     *,
     with_startup: bool = True,
     with_peers: bool = True,
+    with_felt: bool = True,
 ) -> dict[str, Any]:
     """Measure everything; return the JSON-ready results (see docs/benchmarks.md)."""
     syscall: dict[str, list[int]] = {"bind": [], "dispatch_wake": [], "dispatch_full": []}
@@ -200,6 +222,10 @@ def run_suite(
         results["startup"] = {name: summarise(values) for name, values in raw.items()}
         results["startup_heavy_imports"] = startup.heavy_imports()
     results["peers"] = _peer_suite(sizes, backends) if with_peers else {}
+    if with_felt:
+        results["felt"] = felt.measure(
+            sizes.felt_runs, warmup_rounds=sizes.felt_warmup, quick=sizes.felt_quick
+        )
     results["goals"] = goals(results)
     return results
 
@@ -223,6 +249,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     for backend, fig in results["backends"].items():
         goal("bind median / syscall floor", 2.2, ratio(fig["bind"], sys_floor["bind"]), backend)
         goal(
+            "bind through a config / syscall floor",
+            2.2,
+            ratio(fig["bind_config"], sys_floor["bind"]),
+            backend,
+        )
+        goal(
             "dispatch median / anyio+h11 floor",
             0.9,
             ratio(fig["dispatch_wake"], fig["floor_wake"]),
@@ -243,6 +275,38 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             burst["callbacks"] - burst["correct"],
             backend,
         )
+        long = fig["long_lived"]
+        goal(
+            f"long-lived receiver: bytes kept per login ({long['completed']:,} logins)",
+            16,
+            long["retained_bytes_per_login"],
+            backend,
+        )
+        goal(
+            "long-lived receiver: finished states remembered",
+            longlived.FINISHED_CAP,
+            long["finished_states_max"],
+            backend,
+        )
+    if "felt" in results:
+        cases = results["felt"]["cases"]
+        google = cases.get("google", {}).get("summary")
+        anyio_h11 = cases["anyio-h11"].get("summary")
+        for entry in cases.values():
+            if not entry["ours"] or "summary" not in entry:
+                continue
+            if entry["group"] == "browser":
+                goal(
+                    f"time to browser: {entry['label']} / google",
+                    1.0,
+                    ratio(entry["summary"], google),
+                )
+            elif entry["group"] == "stored":
+                goal(
+                    f"stored token: {entry['label']} / import anyio, h11",
+                    1.3,
+                    ratio(entry["summary"], anyio_h11),
+                )
     if "startup" in results:
         goal(
             "import oauth_loopback / import anyio, h11",
@@ -327,6 +391,16 @@ def markdown(results: dict[str, Any]) -> str:
                 fig["bind"],
                 ratio(fig["bind"], sys_floor["bind"]),
                 None,
+            )
+        )
+        lines.append(
+            _row(
+                "**oauth-loopback bind through a config**",
+                backend,
+                fig["bind_config"],
+                ratio(fig["bind_config"], sys_floor["bind"]),
+                None,
+                "from_mapping() + open_receiver(cfg) + expect()",
             )
         )
         lines.append(
@@ -438,6 +512,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{burst['correct']} | {burst['pages_200']} | {burst['all_resolved_ms']:.1f} | "
             f"{burst['max_connections']} |"
         )
+    lines += _long_lived_table(results)
+    if "felt" in results:
+        lines += _felt_tables(results["felt"])
     lines += [
         "",
         "| goal | backend | target | measured | holds |",
@@ -455,6 +532,73 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _long_lived_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "| long-lived receiver | logins completed (+ abandoned) | concurrency | logins/s "
+        "| traced KiB, end of first window | … of last window | bytes kept per login "
+        "| blocks kept per login | finished states (max) | wrong |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for backend, fig in results["backends"].items():
+        long = fig["long_lived"]
+        lines.append(
+            f"| {backend} | {long['completed']:,} (+{long['abandoned']:,}) | "
+            f"{long['concurrency']} | {long['logins_per_second']:,.0f} | "
+            f"{long['first_window_bytes'] / 1024:.1f} | {long['last_window_bytes'] / 1024:.1f} | "
+            f"{long['retained_bytes_per_login']:.2f} | {long['retained_blocks_per_login']:.4f} | "
+            f"{long['finished_states_max']:,} | {long['wrong']} |"
+        )
+    return lines
+
+
+def _ms(s: Summary) -> str:
+    return f"{s['median_us'] / 1000:.1f}"
+
+
+def _felt_tables(felt_results: dict[str, Any]) -> list[str]:
+    cases = felt_results["cases"]
+    base = cases["pass"].get("summary")
+    titles = {
+        "reference": "reference processes",
+        "browser": "time to browser (process start → opener invoked)",
+        "stored": "time to a stored, valid token (process start → exit)",
+        "refreshed": "time to a refreshed token (process start → exit)",
+    }
+    lines: list[str] = []
+    group = ""
+    for _key, entry in felt.iter_rows(felt_results):
+        if entry["group"] != group:
+            group = entry["group"]
+            fastest = felt.fastest_peer(felt_results, group)
+            peer = f"× {fastest[0]}" if fastest else "× fastest peer"
+            lines += [
+                "",
+                f"| {titles[group]} | median ms | p90 ms | min ms | n | {peer} "
+                "| × `python -c pass` |",
+                "|---|--:|--:|--:|--:|--:|--:|",
+            ]
+        label = f"**{entry['label']}**" if entry["ours"] else entry["label"]
+        if "skipped" in entry:
+            lines.append(f"| {label} | | | | | | skipped: {entry['skipped']} |")
+            continue
+        s = entry["summary"]
+        vs_peer = ratio(s, fastest[1]) if fastest and group != "reference" else None
+        lines.append(
+            f"| {label} | {_ms(s)} | {s['p90_us'] / 1000:.1f} | {s['min_us'] / 1000:.1f} | "
+            f"{s['n']} | {_x(vs_peer)} | {_x(ratio(s, base))} |"
+        )
+    script = felt_results.get("browser_script")
+    if script:
+        lines += [
+            "",
+            f"The `$BROWSER` script that `oauth-loopback login` is given takes {_ms(script)} ms "
+            "(median) to start and record the moment; that is inside the `login` rows, while "
+            "the library rows record it in-process.",
+        ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about 10 s)")
@@ -462,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer receivers")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up processes")
+    parser.add_argument(
+        "--no-felt", action="store_true", help="skip time to browser / to a token (processes)"
+    )
     args = parser.parse_args(argv)
     backends = list(BACKENDS) if args.backend == "all" else [args.backend]
     if "trio" in backends and importlib.util.find_spec("trio") is None:
@@ -472,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         backends,
         with_startup=not args.no_startup,
         with_peers=not args.no_peers,
+        with_felt=not args.no_felt,
     )
     print(markdown(results))
     if args.json:

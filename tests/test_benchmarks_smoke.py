@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
 import json
 import math
 import sys
@@ -15,7 +18,7 @@ from oauth_loopback import open_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import floors, peers, receiver, run, startup
+from benchmarks import felt, floors, longlived, peers, receiver, run, startup
 from benchmarks._client import callback_request, connect_and_send, read_all, status_of
 from benchmarks._stats import Summary, summarise
 
@@ -31,8 +34,16 @@ TINY = run.Sizes(
     peer_dispatch=2,
     fastmcp=1,
     msal_public=0,
+    felt_runs=1,
+    # The smallest long-lived run that still has two readings past the finished-state
+    # memory's turnover (1,024 logins) in each traced window.
+    long_total=2300,
+    long_window=1150,
+    long_step=50,
     rounds=1,
     warmup=1,
+    felt_warmup=0,
+    long_warmup=1025,
 )
 
 
@@ -70,6 +81,7 @@ class TestOnEachBackend:
     async def test_bind_and_dispatch_sample_every_iteration(self) -> None:
         """Receiver bind, dispatch (with other logins pending) and the anyio+h11 floor all sample."""
         assert all(s > 0 for s in await receiver.bind(3))
+        assert all(s > 0 for s in await receiver.bind_config(3))
         wake, full = await receiver.dispatch(3, pending=20)
         assert len(wake) == len(full) == 3
         assert all(0 < s for s in wake)
@@ -91,12 +103,24 @@ class TestOnEachBackend:
         assert figures["all_resolved_ms"] > 0
 
 
+# The whole suite: two backends, a long-lived receiver of 2,300 logins each, and a round of
+# whole processes (time to browser, stored token). About 20 s on a quiet 2-CPU machine.
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_run_suite_produces_the_table_and_json(tmp_path: Path) -> None:
     """One tiny run on both backends yields every figure, the goals, Markdown and JSON."""
     results = run.run_suite(TINY, ["asyncio", "trio"], with_startup=True, with_peers=True)
     for backend in ("asyncio", "trio"):
         fig = results["backends"][backend]
         _sane(fig["bind"], 3)
+        _sane(fig["bind_config"], 3)
+        long = fig["long_lived"]
+        assert long["completed"] == TINY.long_total
+        assert long["wrong"] == 0
+        assert long["finished_states_max"] == longlived.FINISHED_CAP
+        assert len(long["first_window"]) == len(long["last_window"]) == 23
+        assert all(c["traced_bytes"] for c in long["last_window"])
+        assert all(c["traced_bytes"] is None for c in long["between"])
         for key in ("dispatch_wake", "dispatch_full", "floor_wake", "floor_full"):
             _sane(fig[key], 3)
         for pending in (5, 50):
@@ -114,18 +138,89 @@ def test_run_suite_produces_the_table_and_json(tmp_path: Path) -> None:
             assert peer["bind"]["n"] == expected
         else:
             assert "skipped" in peer
+    _check_felt(results["felt"])
     names = {(g["goal"], g["backend"]) for g in results["goals"]}
     assert ("bind median / syscall floor", "trio") in names
+    assert ("bind through a config / syscall floor", "asyncio") in names
+    assert ("long-lived receiver: finished states remembered", "trio") in names
+    assert any(
+        g["goal"].startswith("time to browser: `oauth-loopback login`") for g in results["goals"]
+    )
     assert ("import oauth_loopback / import anyio, h11", "") in names
     assert all(isinstance(g["holds"], bool) for g in results["goals"])
     table = run.markdown(results)
     assert "| **oauth-loopback bind** | asyncio |" in table
     assert "| **oauth-loopback dispatch → wait() returns** | trio |" in table
+    assert "| **oauth-loopback bind through a config** | asyncio |" in table
+    assert "| long-lived receiver |" in table
+    assert "| time to browser (process start → opener invoked) |" in table
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(results))
     loaded: dict[str, Any] = json.loads(path.read_text())
     assert loaded["meta"]["sizes"]["bind"] == 3
     assert not math.isnan(loaded["backends"]["trio"]["memory"]["bytes_per_pending"])
+
+
+def _check_felt(figures: dict[str, Any]) -> None:
+    """Every process figure is measured once, or says why it is not; a peer that is installed
+    must be measured, a missing one must say it is not installed."""
+    cases = figures["cases"]
+    assert set(cases) == {case.key for case in felt.CASES}
+    for case in felt.CASES:
+        entry = cases[case.key]
+        why = case.unavailable()
+        if why is None:
+            assert "skipped" not in entry, entry
+            _sane(entry["summary"], TINY.felt_runs)
+        else:
+            assert entry["skipped"] == why
+            assert "summary" not in entry
+    for key in ("pass", "anyio-h11", "login-cold", "authorize-warm", "sync-authorize-cold"):
+        assert "summary" in cases[key], key
+    for key, module in (("google", "google_auth_oauthlib"), ("msal-silent", "msal")):
+        if importlib.util.find_spec(module) is not None:
+            assert "summary" in cases[key], key
+        else:
+            assert "not installed" in cases[key]["skipped"]
+    # msal takes only https authorities: said so, never a silent pass.
+    assert "https" in cases["msal-interactive"]["skipped"] or (
+        "not installed" in cases["msal-interactive"]["skipped"]
+    )
+    _sane(figures["browser_script"], 3)
+
+
+def test_a_registered_contender_is_measured() -> None:
+    """A new Case is all a contender needs: it is run, checked and summarised."""
+    case = felt.Case(
+        "echo",
+        "prints a token line",
+        "stored",
+        "python",
+        lambda h: ([sys.executable, "-c", "print('token Bearer')"], {}),
+    )
+    results = felt.measure(2, warmup_rounds=0, cases=[case])
+    _sane(results["cases"]["echo"]["summary"], 2)
+    assert felt.measure(1, warmup_rounds=0, quick=True, cases=[case])["cases"] == {}
+    broken = dataclasses.replace(case, command=lambda h: ([sys.executable, "-c", "pass"], {}))
+    with pytest.raises(felt.CaseFailed, match="printed no token"):
+        felt.measure(1, warmup_rounds=0, cases=[broken])
+
+
+def test_the_authorization_url_is_found_in_a_file_handed_to_the_browser(tmp_path: Path) -> None:
+    """A launcher that hands the browser an HTML file instead of the URL is still followed."""
+    url = "http://127.0.0.1:8123/authorize?client_id=c&amp;state=s"
+    page = tmp_path / "login.html"
+    page.write_text(f'<meta http-equiv="refresh" content="0;url={url}"><a href="{url}">go</a>')
+    expected = "http://127.0.0.1:8123/authorize?client_id=c&state=s"
+    assert felt._url_from(str(page)) == expected
+    assert felt._url_from(f"file://{page}") == expected
+    assert felt._url_from(expected) == expected
+
+
+def test_long_lived_refuses_sizes_that_cannot_show_the_turnover() -> None:
+    """A window too short to read past 1,024 finished states is refused, not half-measured."""
+    with pytest.raises(ValueError, match="two readings past 1024"):
+        anyio.run(functools.partial(longlived.long_lived, 2000, window=1000, step=100))
 
 
 def test_command_line_quick_flags_parse() -> None:

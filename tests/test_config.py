@@ -6,6 +6,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import oauth_loopback as ol
 
@@ -185,3 +187,43 @@ def test_from_mapping_requires_a_mapping() -> None:
     """A list is not a config."""
     with pytest.raises(ol.InvalidCallbackConfig):
         ol.CallbackConfig.from_mapping([("port", 1)])  # type: ignore[arg-type]
+
+
+def _path_refused_before(path: str) -> bool:
+    """The path rule as it was written before the bind-path work (one loop per character)."""
+    if any(c in path for c in "?#") or any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in path):
+        return True
+    dot_segments = {".", "..", "%2e", "%2e%2e", ".%2e", "%2e."}
+    return any(segment.lower() in dot_segments for segment in path.split("/"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            ["a", "Z", "0", "/", ".", "%", "2", "e", "E", "?", "#", " ", "\t", "\x7f", "é", "-"]
+        ),
+        max_size=16,
+    )
+)
+def test_path_rule_refuses_exactly_what_it_always_refused(tail: str) -> None:
+    """A path is refused for '?', '#', spaces, controls, non-ASCII and dot segments, as before."""
+    path = "/" + tail
+    try:
+        ol.CallbackConfig(path=path)
+    except ol.InvalidCallbackConfig:
+        refused = True
+    else:
+        refused = False
+    assert refused == _path_refused_before(path)
+
+
+def test_from_mapping_spellings_are_the_same_on_every_call() -> None:
+    """The accepted keys are the same on the first call and later ones (built once)."""
+    first = ol.CallbackConfig.from_mapping({"callbackPath": "/a", "appName": "x"})
+    again = ol.CallbackConfig.from_mapping({"callback_path": "/a", "app_name": "x"})
+    assert first == again
+    with pytest.raises(
+        ol.InvalidCallbackConfig, match="Allowed keys: appName, app_name, callbackHost"
+    ):
+        ol.CallbackConfig.from_mapping({"callbackPathh": "/a"})

@@ -176,7 +176,7 @@ class CallbackConfig:
         if not isinstance(mapping, Mapping):
             msg = f"from_mapping() needs a mapping of settings, not {type(mapping).__name__}."
             raise InvalidCallbackConfig(msg)
-        aliases = _aliases()
+        aliases = _ALIASES or _build_aliases()
         values: dict[str, Any] = {}
         spelled: dict[str, str] = {}
         for key, value in mapping.items():
@@ -211,7 +211,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _aliases() -> dict[str, str]:
+# Every accepted spelling -> field name; built by the first from_mapping() (rebuilding it on
+# every call was two thirds of the cost of a from_mapping(), docs/benchmarks.md).
+_ALIASES: dict[str, str] = {}
+
+
+def _build_aliases() -> dict[str, str]:
     aliases: dict[str, str] = {}
     for field in dataclasses.fields(CallbackConfig):
         aliases[field.name] = field.name
@@ -219,7 +224,8 @@ def _aliases() -> dict[str, str]:
     for name in ("port", "host", "path"):
         aliases[f"callback_{name}"] = name
         aliases[_camel(f"callback_{name}")] = name
-    return aliases
+    _ALIASES.update(aliases)
+    return _ALIASES
 
 
 def _check_type(field: str, key: str, value: object) -> object:
@@ -279,18 +285,24 @@ def _check_host(host: object) -> str:
     return normalised
 
 
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
+
+
 def _check_path(path: object, name: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         msg = f"{name} must be a string starting with '/', such as '/callback', not {path!r}."
         raise InvalidCallbackConfig(msg)
-    if any(c in path for c in "?#") or any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in path):
+    # Non-ASCII, controls and DEL (not isprintable), space, '?' and '#'; str methods, not a
+    # loop over the characters: this runs for every config built.
+    if not path.isascii() or not path.isprintable() or " " in path or "?" in path or "#" in path:
         msg = (
             f"{name} {path!r} may not contain '?', '#', spaces or non-ASCII characters; "
             f"percent-encode them or choose a plain path such as '/callback'."
         )
         raise InvalidCallbackConfig(msg)
-    dot_segments = {".", "..", "%2e", "%2e%2e", ".%2e", "%2e."}
-    if any(segment.lower() in dot_segments for segment in path.split("/")):
+    if ("." in path or "%" in path) and any(
+        segment.lower() in _DOT_SEGMENTS for segment in path.split("/")
+    ):
         # Browsers remove dot segments before sending (RFC 3986 §5.2.4), so a callback to
         # "/cb/../x" arrives as "/x" and would never match.
         msg = (

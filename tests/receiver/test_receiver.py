@@ -517,3 +517,23 @@ async def test_leaving_right_after_the_login_still_delivers_the_page() -> None:
     [reply] = replies
     assert reply.status == 200
     assert reply.text.endswith("</html>")
+
+
+async def test_open_receiver_binds_only_when_entered_and_only_once() -> None:
+    """open_receiver() does nothing until its block is entered; a block is entered once."""
+    block = ol.open_receiver(ol.CallbackConfig(port=0))
+    not_a_config = ol.open_receiver({"callbackPort": 0})  # type: ignore[arg-type]
+    async with block as rx:
+        assert rx.redirect_uri.startswith("http://127.0.0.1:")
+        with pytest.raises(RuntimeError, match="already entered"):
+            await block.__aenter__()
+    with pytest.raises(TypeError, match="from_mapping"):
+        await not_a_config.__aenter__()
+
+
+async def test_leaving_closes_the_listening_socket() -> None:
+    """Once the block is left, the port refuses connections: nothing keeps listening."""
+    async with ol.open_receiver() as rx:
+        port = rx.port
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect(("127.0.0.1", port))
