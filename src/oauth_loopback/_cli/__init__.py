@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cimd":
             return _cimd.run(args, parser)
         if args.command == "token":
+            if _stored.token_fast(args):
+                return 0
             return anyio.run(_stored.token, args, backend=args.backend)
         if args.command == "status":
             return anyio.run(_stored.status, args, backend=args.backend)

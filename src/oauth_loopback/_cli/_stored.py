@@ -80,6 +80,27 @@ def store_for(args: argparse.Namespace) -> FileTokenStore:
     return FileTokenStore(getattr(args, "store", None))
 
 
+def token_fast(args: argparse.Namespace) -> bool:
+    """Print a valid stored token without an event loop; False when a refresh or a login
+    (or a resource-first discovery) is needed, which ``token`` then does.
+
+    The common case of a CLI that runs ``oauth-loopback token`` before each request: read
+    one 0600 file on this thread, check the expiry, print. No asyncio, no event loop.
+    """
+    if args.issuer is None:
+        return False  # resource-first: the issuer comes from the resource, over the network
+    from .._login._get_token import usable_token
+    from .._store._records import LoginKey
+
+    store = store_for(args)
+    login = store._load_sync(LoginKey(args.issuer, args.resource))
+    stored = usable_token(login, args.client_id, args.scope)
+    if stored is None or stored.dpop_key is not None:
+        return False
+    sys.stdout.write(stored.access_token + "\n")
+    return True
+
+
 async def token(args: argparse.Namespace) -> int:
     """``oauth-loopback token``: the access token on stdout, nothing else there."""
     from .._login._get_token import get_token

@@ -452,3 +452,10 @@ async def _refresh_or_login(
     assert saved.tokens is not None  # noqa: S101  (just saved)
     logger.info("logged in to %s and saved the login", issuer)
     return token_from_stored(saved.tokens, saved.client, saved.dpop_key)
+
+
+def usable_token(
+    login: StoredLogin | None, client_id: str | None, scope: str | None
+) -> Token | None:
+    """The stored token of ``login`` if it is valid for this client and scope (no I/O)."""
+    return _usable_token(login, client_id, scope, None)
