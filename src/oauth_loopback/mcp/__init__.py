@@ -230,7 +230,9 @@ class LoginHandlers:
             self._task_group.start_soon(self._launch, authorization_url, pending)
             return
         try:
-            opened = await launch_browser(authorization_url, self._open_browser)
+            opened = await launch_browser(
+                authorization_url, self._open_browser, task_group=self._task_group
+            )
         except BaseException:
             del self._pending[task]
             pending.cancel()
