@@ -483,7 +483,7 @@ async def _send_user_and_wait(
                 opened = await launch_browser(
                     url, open_browser, task_group=browser, browser_command=browser_command
                 )
-            except Exception as exc:  # noqa: BLE001  (raised by authorize, below)
+            except Exception as exc:  # noqa: BLE001  deferred re-raise: `raise failure[0]` below
                 failure.append(exc)
                 waiting.cancel()
                 return

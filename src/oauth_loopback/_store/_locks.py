@@ -15,7 +15,7 @@ the task was cancelled is released at once, so a cancelled waiter never ends up 
 from __future__ import annotations
 
 import logging
-import threading
+import threading  # backend-specific: a mutex between a worker thread and the loop, not a loop lock
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from pathlib import Path
