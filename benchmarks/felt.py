@@ -534,7 +534,7 @@ def _login(*, warm: bool) -> Command:
         argv = [*_cli(), "login", plan["issuer"], "--scope", SCOPE, "--json"]
         argv += ["--store", plan["store"]]
         if warm:
-            argv += ["--client-id", plan["client_id"], "--metadata", plan["metadata_file"]]
+            argv += [f"--client-id={plan['client_id']}", "--metadata", plan["metadata_file"]]
         return argv, {}
 
     return command
@@ -544,7 +544,7 @@ def _token_cli(server: str) -> Command:
     def command(h: Harness) -> tuple[list[str], dict[str, str]]:
         plan = h.plan_data(server)
         argv = [*_cli(), "token", plan["issuer"], "--scope", SCOPE]
-        return argv + ["--client-id", plan["client_id"], "--store", plan["store"]], {}
+        return argv + [f"--client-id={plan['client_id']}", "--store", plan["store"]], {}
 
     return command
 
