@@ -525,15 +525,15 @@ def test_pkce_guard_refuses_urls_without_s256(query: str) -> None:
 async def test_pkce_guard_stops_authlib_silently_dropping_pkce(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """If authlib's client lost code_challenge_method, the login stops before the browser."""
-    from authlib.integrations.httpx_client import AsyncOAuth2Client as real
+    """If authlib's URL builder lost the PKCE parameters, the login stops before the browser."""
+    from authlib.oauth2.rfc6749.parameters import prepare_grant_uri as real
 
     def without_pkce(*args: Any, **kwargs: Any) -> Any:
-        client = real(*args, **kwargs)
-        client.code_challenge_method = None  # what authlib does when it is not set
-        return client
+        kwargs.pop("code_challenge", None)  # an authlib that ignored them
+        kwargs.pop("code_challenge_method", None)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(_client, "AsyncOAuth2Client", without_pkce)
+    monkeypatch.setattr(_client, "prepare_grant_uri", without_pkce)
     server = ScriptedServer()
     opened: list[str] = []
     with pytest.raises(ol.OAuthLoopbackError, match="PKCE"):
@@ -888,3 +888,51 @@ async def test_given_metadata_without_token_endpoint_is_refused() -> None:
             client_id="c",
             metadata={"authorization_endpoint": "https://as.example/authorize"},
         )
+
+
+# --- what runs before the browser -----------------------------------------------------------
+
+_BEFORE_BROWSER = """
+import json, sys
+import anyio
+import oauth_loopback as ol
+
+HEAVY = ("authlib.integrations", "joserfc", "cryptography")
+
+def opener(url):
+    loaded = sorted(m for m in sys.modules if m.startswith(HEAVY))
+    print(json.dumps(loaded))
+    return False  # then BrowserUnavailable: the child ends without a login
+
+async def main():
+    try:
+        await ol.authorize(sys.argv[1], scope="read", open_browser=opener, **json.loads(sys.argv[2]))
+    except ol.BrowserUnavailable:
+        print("no browser")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["registers", "client-id"])
+async def test_browser_opens_before_the_token_client_and_jose_load(warm: bool) -> None:
+    """The browser is not kept waiting for authlib's token client (its OpenID and JOSE
+    layers, tens of milliseconds of imports): they load while the user is in the browser.
+    A fresh process, since this test process has them loaded already."""
+    import sys
+
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer() as server:
+        options: dict[str, object] = {}
+        if warm:
+            options["client_id"] = server.register_client(["http://127.0.0.1/callback"])
+            options["metadata"] = dict(server.metadata)
+        result = await anyio.run_process(
+            [sys.executable, "-c", _BEFORE_BROWSER, server.issuer, json.dumps(options)],
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    loaded, outcome = result.stdout.decode().splitlines()
+    assert json.loads(loaded) == []
+    assert outcome == "no browser"

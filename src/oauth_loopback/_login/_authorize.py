@@ -21,9 +21,9 @@ that justifies it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -46,14 +46,15 @@ from .._store._records import ClientRegistration
 from ._browser import BrowserOpener, check_browser_url, launch_browser
 from ._client import VERIFIER_LENGTH, Client, check_pkce, json_object
 from ._clients import choose_client
-from ._dpop import DPoPKey, server_supports_dpop
-from ._idtoken import validate_id_token_fetching_jwks
+from ._dpop_wire import server_supports_dpop
 from ._metadata import Metadata, check_issuer, check_server, discover, given_metadata
 from ._paste import PASTE_PROMPT, ReadLine, TerminalLines, wait_for_response
 from ._token import Token
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
+
+    from ._dpop import DPoPKey
 
 __all__ = ["ShowURL", "StepCallback", "authorize"]
 
@@ -226,7 +227,7 @@ async def authorize(
             # OIDC Core §3.1.2.1: with scope openid, a nonce binds the ID token to this login.
             nonce = generate_token(32) if "openid" in (scope or "").split() else None
             use_dpop = server_supports_dpop(server.document) if dpop is None else dpop
-            dpop_key = DPoPKey.generate() if use_dpop else None
+            dpop_key = _new_dpop_key() if use_dpop else None
             url = oauth.authorization_url(
                 server.authorization_endpoint,
                 state=pending.state,
@@ -264,6 +265,7 @@ async def authorize(
                     read_line,
                     browser,
                     browser_command,
+                    oauth.warm_up,
                 )
                 checked = ", iss checked (RFC 9207)" if server.issues_iss else ""
                 step(on_step, "callback", f"authorization code received{checked}")
@@ -289,6 +291,13 @@ async def authorize(
                 step(on_step, "token", f"{token.token_type} token from {server.token_endpoint}")
                 await _browser_done(launched)
                 return token
+
+
+def _new_dpop_key() -> DPoPKey:
+    # Only logins that use DPoP pay for the JOSE and cryptography imports.
+    from ._dpop import DPoPKey
+
+    return DPoPKey.generate()
 
 
 async def _browser_done(launched: anyio.Event | None) -> None:
@@ -348,6 +357,7 @@ async def _check_id_token(
             f"check its signature with (RFC 8414 §2), so it was not trusted.",
         )
     jwks_uri = server.jwks_uri
+    from ._idtoken import validate_id_token_fetching_jwks  # the JOSE import, only for ID tokens
 
     async def fetch_jwks() -> Mapping[str, object]:
         reply = await client.get(jwks_uri)
@@ -445,11 +455,14 @@ async def _send_user_and_wait(
     read_line: ReadLine | None,
     browser: TaskGroup,
     browser_command: str | None = None,
+    warm_up: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> tuple[AuthorizationResponse, anyio.Event | None]:
     """Show the URL and/or open the browser, and wait for the response meanwhile.
 
     The opener runs in ``browser`` beside the wait: a browser that gives up (returns False
     with the URL shown nowhere) or an opener that raises ends the wait with that error.
+    ``warm_up`` (loading the token client) starts in ``browser`` once the user has been sent
+    (the opener returned, or the URL was shown for pasting), so it never delays the browser.
     Returns the response and the event set once the opener returned (None: no opener).
     """
     endpoint = server.authorization_endpoint.partition("?")[0]
@@ -461,6 +474,8 @@ async def _send_user_and_wait(
         if show_url is not None:
             show_url(url)
         step(on_step, "redirect", f"waiting for the user to open {endpoint}")
+        if warm_up is not None:
+            browser.start_soon(warm_up)
         pasted = await wait_for_response(receiver, pending, wait_seconds, read_line, first_prompt)
         return pasted, None
     announced = False
@@ -489,6 +504,8 @@ async def _send_user_and_wait(
                 return
             finally:
                 launched.set()
+            if warm_up is not None:
+                browser.start_soon(warm_up)
             if not opened and show_url is None and not paste:
                 msg = (
                     "Could not open a browser for the login, and the authorization URL was "

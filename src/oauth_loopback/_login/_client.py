@@ -3,6 +3,13 @@
 Everything it returns is typed here and nothing untyped leaves it. authlib drops PKCE
 silently when the client was not built with ``code_challenge_method="S256"``: the guard
 below (``check_pkce``) refuses such a URL.
+
+Two HTTP clients, the same settings: the requests a login makes before the browser opens
+(discovery, registration, the preflight) are plain ``httpx2`` requests, and the URL is built
+with authlib's RFC 6749 and RFC 7636 functions; authlib's ``AsyncOAuth2Client`` (client
+authentication, the token grants), whose import pulls in its OpenID and JOSE layers (tens of
+milliseconds), is loaded on first use, and :meth:`Client.warm_up` loads it in a worker thread
+while the user is in the browser (benchmarks/: time to browser).
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ import json
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
+import anyio.to_thread
 import httpx2
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from .._errors import (
@@ -27,8 +35,11 @@ from .._errors import (
     TokenError,
 )
 from .._loopback import is_loopback_host
-from ._dpop import DPoPKey, dpop_nonce, retry_nonce
+from ._dpop_wire import dpop_nonce, retry_nonce
 from ._token import Token
+
+if TYPE_CHECKING:
+    from ._dpop import DPoPKey
 
 # RFC 7636 §4.1: 43-128 characters; authlib's documented idiom gives 48.
 VERIFIER_LENGTH: Final = 48
@@ -41,8 +52,24 @@ HTTP_TIMEOUT: Final = httpx2.Timeout(30.0, connect=10.0)
 _PREFLIGHT_TIMEOUT: Final = 5.0
 
 
+def _authlib_client_class() -> Any:
+    """authlib's ``AsyncOAuth2Client`` (its package imports authlib's OpenID client, joserfc
+    and cryptography: run where a blocked thread costs nobody, see :meth:`Client.warm_up`)."""
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+    return AsyncOAuth2Client
+
+
+def _oauth_error_class() -> type[Exception]:
+    from authlib.integrations.base_client import OAuthError
+
+    error: type[Exception] = OAuthError
+    return error
+
+
 class Client:
-    """A typed wrapper around authlib's ``AsyncOAuth2Client`` (an ``httpx2.AsyncClient``)."""
+    """The login's HTTP client: plain ``httpx2`` requests, and authlib's ``AsyncOAuth2Client``
+    (an ``httpx2.AsyncClient`` with the same settings) for the token endpoint."""
 
     def __init__(
         self,
@@ -62,67 +89,94 @@ class Client:
             # tens of milliseconds. A context that trusts no CA fails closed should its
             # metadata ever name an https endpoint.
             verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        elif transport is None:
+            # One CA store for both clients, loaded once, exactly as httpx2 would load it.
+            verify = httpx2.create_ssl_context(trust_env=trust_env)
+        self._redirect_uri = redirect_uri
+        self._scope = scope
+        self._client_id: str | None = None
+        self._client_secret: str | None = None
+        self._auth_method = "none"
+        self._settings: dict[str, Any] = {
+            "transport": transport,
+            "trust_env": trust_env,
+            "verify": verify,
+            "timeout": HTTP_TIMEOUT,
+            "follow_redirects": False,
+        }
+        self._http = httpx2.AsyncClient(**self._settings)
+        self._authlib_client: Any = None
+        self._authlib_lock = anyio.Lock()
         self._token_reply: httpx2.Response | None = None
         #: The authorization server's latest DPoP nonce (RFC 9449 §8), sent in the next proof.
         self.dpop_nonce: str | None = None
-        self._authlib: Any = AsyncOAuth2Client(
-            client_id=None,
-            redirect_uri=redirect_uri,
-            scope=scope,
-            # Without this authlib leaves PKCE out of the URL silently; check_pkce guards it.
-            code_challenge_method="S256",
-            transport=transport,
-            trust_env=trust_env,
-            verify=verify,
-            timeout=HTTP_TIMEOUT,
-            follow_redirects=False,
-        )
-        self._authlib.register_compliance_hook("access_token_response", self._keep_token_reply)
 
     async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._authlib.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            if self._authlib_client is not None:
+                await self._authlib_client.aclose()
+
+    async def warm_up(self) -> None:
+        """Load authlib's client now (its import runs in a worker thread), so that the token
+        request does not wait for it: the login calls this once the browser is on its way."""
+        await self._authlib()
+
+    async def _authlib(self) -> Any:
+        """authlib's ``AsyncOAuth2Client``, created on first use with this client's settings."""
+        if self._authlib_client is None:
+            async with self._authlib_lock:
+                if self._authlib_client is None:
+                    # The import is CPU-bound module execution: on the event loop it would
+                    # stall every other task (the receiver answering the browser) meanwhile.
+                    cls = await anyio.to_thread.run_sync(_authlib_client_class)
+                    oauth = cls(
+                        client_id=self._client_id,
+                        client_secret=self._client_secret,
+                        token_endpoint_auth_method=self._auth_method,
+                        redirect_uri=self._redirect_uri,
+                        scope=self._scope,
+                        code_challenge_method="S256",
+                        **self._settings,
+                    )
+                    oauth.register_compliance_hook("access_token_response", self._keep_token_reply)
+                    self._authlib_client = oauth
+        return self._authlib_client
 
     @property
     def client_id(self) -> str:
         """The client ID requests are made as (set by :meth:`set_client`)."""
-        return str(self._authlib.client_id or "")
+        return self._client_id or ""
 
     def set_client(
         self, client_id: str, client_secret: str | None, auth_method: str | None
     ) -> None:
-        self._authlib.client_id = client_id
-        self._authlib.client_secret = client_secret
         if auth_method is None:
             auth_method = "client_secret_basic" if client_secret else "none"
-        self._authlib.token_endpoint_auth_method = auth_method
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._auth_method = auth_method
+        if self._authlib_client is not None:
+            self._authlib_client.client_id = client_id
+            self._authlib_client.client_secret = client_secret
+            self._authlib_client.token_endpoint_auth_method = auth_method
 
     async def get(self, url: str) -> httpx2.Response:
-        response = await self._authlib.request(
-            "GET", url, withhold_token=True, headers={"Accept": "application/json"}
-        )
-        assert isinstance(response, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
-        return response
+        return await self._http.get(url, headers={"Accept": "application/json"})
 
     async def post_json(self, url: str, body: Mapping[str, object]) -> httpx2.Response:
-        response = await self._authlib.request(
-            "POST",
-            url,
-            withhold_token=True,
-            json=dict(body),
-            headers={"Accept": "application/json"},
-        )
-        assert isinstance(response, httpx2.Response)  # noqa: S101  (httpx2.AsyncClient)
-        return response
+        return await self._http.post(url, json=dict(body), headers={"Accept": "application/json"})
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> httpx2.Response:
         """A form POST with the client authenticated as at the token endpoint (RFC 6749 §2.3)."""
-        method = self._authlib.token_endpoint_auth_method
-        auth = self._authlib.client_auth(method)
+        oauth = await self._authlib()
+        auth = oauth.client_auth(self._auth_method)
         try:
-            response = await self._authlib.request(
+            response = await oauth.request(
                 "POST",
                 url,
                 data=dict(form),
@@ -148,15 +202,26 @@ class Client:
         nonce: str | None = None,
         dpop_jkt: str | None = None,
     ) -> str:
-        extra: dict[str, str] = {}
+        """The authorization request (RFC 6749 §4.1.1) with PKCE S256 (RFC 7636 §4.3), built
+        by authlib's ``prepare_grant_uri`` in the order its ``create_authorization_url`` uses."""
+        extra: dict[str, str] = {
+            "code_challenge": create_s256_code_challenge(code_verifier),
+            "code_challenge_method": "S256",
+        }
         if dpop_jkt is not None:
             extra["dpop_jkt"] = dpop_jkt  # RFC 9449 §10: the code is bound to this key
         if resource is not None:
             extra["resource"] = resource  # RFC 8707 §2.1
         if nonce is not None:
             extra["nonce"] = nonce  # OIDC Core §3.1.2.1: bound into the ID token
-        url, _ = self._authlib.create_authorization_url(
-            endpoint, state=state, code_verifier=code_verifier, **extra
+        url = prepare_grant_uri(
+            endpoint,
+            client_id=self._client_id,
+            response_type="code",
+            redirect_uri=self._redirect_uri,
+            scope=self._scope,
+            state=state,
+            **extra,
         )
         return str(url)
 
@@ -169,14 +234,15 @@ class Client:
         """
         parts = urlsplit(authorization_url)
         params = parse_qsl(parts.query, keep_blank_values=True)
-        method = self._authlib.token_endpoint_auth_method
-        auth = self._authlib.client_auth(method)
+        method = self._auth_method
+        oauth = await self._authlib()
+        auth = oauth.client_auth(method)
         client_id = dict(params).get("client_id", "")
         if method in ("none", "client_secret_post"):
             # authlib's client authentication adds client_id to the body itself: send it once.
             params = [(k, v) for k, v in params if k != "client_id"]
         try:
-            reply = await self._authlib.request(
+            reply = await oauth.request(
                 "POST",
                 par_endpoint,
                 data=dict(params),
@@ -222,9 +288,7 @@ class Client:
         """
         try:
             with anyio.fail_after(_PREFLIGHT_TIMEOUT):
-                reply = await self._authlib.request(
-                    "GET", authorization_url, withhold_token=True, follow_redirects=False
-                )
+                reply = await self._http.get(authorization_url, follow_redirects=False)
         except (httpx2.HTTPError, TimeoutError) as exc:
             logger.info("preflight of the authorization URL skipped: %s", type(exc).__name__)
             return
@@ -263,9 +327,10 @@ class Client:
 
     async def revoke(self, endpoint: str, token: str, hint: str) -> str | None:
         """RFC 7009 §2.1: revoke ``token``; None on success (§2.2: 200), else why not."""
-        auth = self._authlib.client_auth(self._authlib.token_endpoint_auth_method)
+        oauth = await self._authlib()
+        auth = oauth.client_auth(self._auth_method)
         try:
-            reply = await self._authlib.request(
+            reply = await oauth.request(
                 "POST",
                 endpoint,
                 data={"token": token, "token_type_hint": hint},
@@ -344,6 +409,8 @@ class Client:
         nonce is kept for the next request to this server. With a key, the token must come
         back as ``token_type: DPoP`` (§5): a Bearer token would not be bound to the key.
         """
+        oauth = await self._authlib()
+        oauth_error = _oauth_error_class()
         retried = False
         while True:
             headers: dict[str, str] | None = None
@@ -352,7 +419,7 @@ class Client:
                 headers = {**_FORM_HEADERS, "DPoP": proof}
             self._token_reply = None
             try:
-                await self._authlib.fetch_token(
+                await oauth.fetch_token(
                     token_endpoint, grant_type=grant_type, headers=headers, **form
                 )
             except httpx2.TransportError as exc:
@@ -363,7 +430,7 @@ class Client:
                     f"then {again}."
                 )
                 raise ServerUnreachable(msg) from exc
-            except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
+            except (oauth_error, httpx2.HTTPStatusError, ValueError) as exc:
                 reply = self._token_reply
                 if dpop_key is not None and reply is not None:
                     nonce = retry_nonce(
@@ -376,7 +443,7 @@ class Client:
                     if nonce is not None:
                         self.dpop_nonce, retried = nonce, True
                         continue
-                raise self._token_error(exc, grant_type) from exc
+                raise self._token_error(exc, grant_type, oauth_error) from exc
             break
         reply = self._token_reply
         if reply is not None and dpop_key is not None:
@@ -400,7 +467,9 @@ class Client:
             token.dpop_key = dpop_key
         return token
 
-    def _token_error(self, exc: Exception, grant_type: str) -> TokenError:
+    def _token_error(
+        self, exc: Exception, grant_type: str, oauth_error: type[Exception]
+    ) -> TokenError:
         reply = self._token_reply
         document = json_object(reply) if reply is not None else None
         status = reply.status_code if reply is not None else None
@@ -412,9 +481,13 @@ class Client:
                 status_code=status,
                 grant_type=grant_type,
             )
-        if isinstance(exc, OAuthError) and reply is None:
+        if isinstance(exc, oauth_error) and reply is None:
             # authlib refused before sending (e.g. a missing code).
-            return TokenError(str(exc.error), optional_str(exc.description), grant_type=grant_type)
+            return TokenError(
+                str(getattr(exc, "error", "invalid_request")),
+                optional_str(getattr(exc, "description", None)),
+                grant_type=grant_type,
+            )
         return _invalid_token_response(
             reply, "the reply is not an RFC 6749 token response", grant_type
         )

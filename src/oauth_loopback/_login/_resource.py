@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._errors import ResourceDiscoveryError
 from .._loopback import is_loopback_host
 from ._client import json_object
-from ._dpop import parse_www_authenticate
+from ._dpop_wire import parse_www_authenticate
 
 if TYPE_CHECKING:
     import httpx2
