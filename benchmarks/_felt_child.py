@@ -158,6 +158,10 @@ MODES = {
 
 def main() -> int:
     mode, plan_path, *flags = sys.argv[1:]
+    if "no-trio" in flags:
+        # As if trio were not installed: `import trio` raises ImportError (before anything
+        # that might import it is loaded; this script itself imports only the stdlib).
+        sys.modules["trio"] = None  # type: ignore[assignment]
     with open(plan_path, encoding="utf-8") as f:
         plan = json.load(f)
     plan["warm"] = "warm" in flags

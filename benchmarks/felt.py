@@ -724,6 +724,18 @@ CASES: list[Case] = [
         prepare=_clear_store,
         quick=True,
     ),
+    # The same, as for a user who has not installed trio: httpcore2 (httpx2's transport)
+    # imports trio at import when it can (httpcore2/_synchronization.py), which is most of
+    # what the login still pays before its browser. The child blocks the import
+    # (sys.modules["trio"] = None: ImportError, as when it is absent) before anything loads.
+    _ours(
+        "authorize-warm-notrio",
+        "`authorize(client_id=, metadata=)` (warm), trio not installed",
+        "browser",
+        _child("authorize", "warm", "no-trio"),
+        prepare=_clear_store,
+        quick=True,
+    ),
     _ours(
         "sync-authorize-cold",
         "`sync.authorize()` (cold)",
@@ -754,6 +766,14 @@ CASES: list[Case] = [
         prepare=_WARM_STORE,
         needs="get_token",
         quick=True,
+    ),
+    _ours(
+        "get-token-warm-notrio",
+        "`get_token()`, stored registration (warm), trio not installed",
+        "browser",
+        _child("get-token", "dynamic", "no-trio"),
+        prepare=_WARM_STORE,
+        needs="get_token",
     ),
     _ours(
         "sync-get-token-cold",
