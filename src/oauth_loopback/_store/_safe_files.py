@@ -16,7 +16,6 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -172,6 +171,8 @@ def write_private(path: Path, data: bytes) -> None:
     point, sees the old file or the new one, never a mix. On failure the temporary file is
     removed and the old file is untouched.
     """
+    import secrets  # here, not above: reading a stored token should not pay for it
+
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         fd = os.open(
