@@ -13,7 +13,10 @@ Only this package prints (``doctor``, ``demo``, ``login``: one module per comman
   (``--json``) or to a file written atomically with mode 0600 (``--output``).
 * ``cimd write|check``: the app's client ID metadata document (:mod:`._cimd`).
 
-The login commands import authlib lazily, so ``oauth-loopback --help`` stays fast.
+**Decision:** the parser is built here, from argparse alone; the module that does a command's
+work (and anyio, h11, authlib, httpx2 with it) is imported only when that command runs. So
+``oauth-loopback --help`` is fast, and ``oauth-loopback token`` with a valid stored token
+imports no event loop library at all: it reads one file and prints (``_stored.token_fast``).
 """
 
 from __future__ import annotations
@@ -21,21 +24,44 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-import anyio
-
 from .._config import LEGACY_CALLBACK_PORT
 from . import _cimd, _stored
-from ._demo import demo
-from ._doctor import BACKENDS, doctor, version
-from ._login import login
-from ._messages import fail, interrupted
 
-__all__ = ["main"]
+__all__ = ["BACKENDS", "main", "version"]
+
+#: The event loops ``--backend`` offers (trio needs the ``trio`` extra).
+BACKENDS = ("asyncio", "trio")
+
+
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or ``unknown`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _Version(argparse._VersionAction):
+    """``--version``, looked up when it is asked for: ``importlib.metadata`` is a slow import
+    that every other command would pay for."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        self.version = f"%(prog)s {version('oauth-loopback')}"
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _port(text: str) -> int:
@@ -69,9 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="oauth-loopback",
         description="Receive OAuth 2.0 authorization responses on a loopback redirect URI.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {version('oauth-loopback')}"
-    )
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -231,21 +255,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     failure: BaseException | None = None
     try:
         if args.command == "doctor":
-            return anyio.run(doctor, args.port, args.backend, backend=args.backend)
+            from ._doctor import doctor
+
+            return _run(args.backend, doctor, args.port, args.backend)
         if args.command == "demo":
-            return anyio.run(demo, args.backend, args.device, backend=args.backend)
+            from ._demo import demo
+
+            return _run(args.backend, demo, args.backend, args.device)
         if args.command == "login":
-            return anyio.run(login, args, backend=args.backend)
+            from ._login import login
+
+            return _run(args.backend, login, args)
         if args.command == "cimd":
             return _cimd.run(args, parser)
         if args.command == "token":
-            if _stored.token_fast(args):
-                return 0
-            return anyio.run(_stored.token, args, backend=args.backend)
+            status = _stored.token_fast(args)
+            if status is not None:
+                return status
+            return _run(args.backend, _stored.token, args)
         if args.command == "status":
-            return anyio.run(_stored.status, args, backend=args.backend)
+            return _run(args.backend, _stored.status, args)
         if args.command == "logout":
-            return anyio.run(_stored.logout, args, backend=args.backend)
+            return _run(args.backend, _stored.logout, args)
     except KeyboardInterrupt:
         failure = KeyboardInterrupt()
     except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C
@@ -253,9 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001  (the CLI boundary: one error line, never a traceback)
         failure = exc
     if failure is not None:
+        from ._messages import fail, interrupted
+
         if interrupted(failure):
             print("interrupted", file=sys.stderr)
             return 130
         return fail(failure)
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover  (parser.error exits)
+
+
+def _run(backend: str, command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``anyio.run`` of one command: anyio is imported for the commands that need a loop."""
+    import anyio
+
+    return anyio.run(command, *args, backend=backend)

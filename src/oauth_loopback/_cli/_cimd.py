@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +125,8 @@ def _write(args: argparse.Namespace) -> int:
 def _write_file(path: Path, text: str) -> None:
     """Atomically: a reader (the web server publishing it) never sees half a document."""
     directory = path.parent if str(path.parent) else Path(".")
+    import tempfile  # only here: it is a slow import, and every command builds this parser
+
     fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:

@@ -80,25 +80,42 @@ def store_for(args: argparse.Namespace) -> FileTokenStore:
     return FileTokenStore(getattr(args, "store", None))
 
 
-def token_fast(args: argparse.Namespace) -> bool:
-    """Print a valid stored token without an event loop; False when a refresh or a login
-    (or a resource-first discovery) is needed, which ``token`` then does.
+def token_fast(args: argparse.Namespace) -> int | None:
+    """``token`` without an event loop, when the stored token will do: the exit status after
+    printing it (or the DPoP error); None when a refresh or a login (or a resource-first
+    discovery) is needed, which ``token`` then does.
 
     The common case of a CLI that runs ``oauth-loopback token`` before each request: read
-    one 0600 file on this thread, check the expiry, print. No asyncio, no event loop.
+    one 0600 file on this thread, check the expiry, print. The checks and the rule for a
+    usable token are ``get_token()``'s own (``_get_token.stored_now``); no anyio, asyncio,
+    h11, authlib or httpx2 is imported.
     """
     if args.issuer is None:
-        return False  # resource-first: the issuer comes from the resource, over the network
-    from .._login._get_token import usable_token
-    from .._store._records import LoginKey
+        return None  # resource-first: the issuer comes from the resource, over the network
+    from .._login._get_token import stored_now
 
-    store = store_for(args)
-    login = store._load_sync(LoginKey(args.issuer, args.resource))
-    stored = usable_token(login, args.client_id, args.scope)
-    if stored is None or stored.dpop_key is not None:
-        return False
-    sys.stdout.write(stored.access_token + "\n")
-    return True
+    found = stored_now(
+        store_for(args),
+        args.issuer,
+        client_id=args.client_id,
+        scope=args.scope,
+        resource=args.resource,
+    )
+    if found is None:
+        return None
+    login, tokens = found
+    if login.dpop_key is not None:
+        print(_DPOP_BOUND, file=sys.stderr)
+        return 1
+    sys.stdout.write(tokens.access_token + "\n")
+    return 0
+
+
+_DPOP_BOUND = (
+    "error: the stored token is DPoP-bound (RFC 9449): it is useless without its key, "
+    "which is kept in the store. Use oauth_loopback.TokenAuth from Python, or log in "
+    "again with 'oauth-loopback login --no-store' for a bearer token."
+)
 
 
 async def token(args: argparse.Namespace) -> int:
@@ -126,12 +143,7 @@ async def token(args: argparse.Namespace) -> int:
         show_url=show_url,
     )
     if result.dpop_key is not None:
-        print(
-            "error: the stored token is DPoP-bound (RFC 9449): it is useless without its key, "
-            "which is kept in the store. Use oauth_loopback.TokenAuth from Python, or log in "
-            "again with 'oauth-loopback login --no-store' for a bearer token.",
-            file=sys.stderr,
-        )
+        print(_DPOP_BOUND, file=sys.stderr)
         return 1
     sys.stdout.write(result.access_token + "\n")
     return 0
