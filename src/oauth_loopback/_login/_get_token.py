@@ -25,11 +25,11 @@ valid stored token of the library's own stores without any event loop (:func:`st
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from .._store._logs import LazyLogger
 from .._store._protocol import TokenStore
 from .._store._records import ClientRegistration, LoginKey, StoredLogin, StoredTokens
 from ._token import Token
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["get_token", "get_token_now", "obtain", "stored_now"]
 
-logger = logging.getLogger("oauth_loopback.oauth")
+logger = LazyLogger("oauth_loopback.oauth")  # debug and info only: see _store._logs
 
 
 async def get_token(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 import time
@@ -14,13 +13,14 @@ from pathlib import Path
 
 from .._errors import TokenStoreError
 from ._locks import KeyLocks, hold_file_lock, run_sync
+from ._logs import LazyLogger
 from ._protocol import default_state_directory, encode_login
 from ._records import LoginFormatError, LoginKey, StoredLogin
 from ._safe_files import check_directory, read_private, write_private
 
 __all__ = ["FileTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 _LOGIN_FILE = re.compile(r"[0-9a-f]{32}\.json")
 

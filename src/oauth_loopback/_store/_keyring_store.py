@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import TokenStoreError
 from ._locks import KeyLocks, hold_file_lock, run_sync
+from ._logs import LazyLogger
 from ._protocol import APP_NAME, default_state_directory, encode_login
 from ._records import LoginFormatError, LoginKey, StoredLogin
 from ._safe_files import check_directory
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyringTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 _T = TypeVar("_T")
 

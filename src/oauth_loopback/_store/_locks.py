@@ -19,14 +19,13 @@ load no anyio (nor asyncio or trio) at all.
 
 from __future__ import annotations
 
-import logging
-import threading  # backend-specific: a mutex between a worker thread and the loop, not a loop lock
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import TokenStoreError
+from ._logs import LazyLogger
 
 if TYPE_CHECKING:
     import anyio
@@ -36,7 +35,7 @@ __all__ = ["POLL_INTERVAL", "KeyLocks", "hold_file_lock", "run_sync"]
 
 _T = TypeVar("_T")
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 #: How often the worker thread retries a contended file lock (filelock's default).
 POLL_INTERVAL = 0.05
@@ -86,6 +85,8 @@ class _Attempt:
     """
 
     def __init__(self, lock: filelock.BaseFileLock) -> None:
+        import threading  # backend-specific: a mutex between a worker thread and the loop, not a loop lock
+
         self._lock = lock
         self._mutex = threading.Lock()
         self._abandoned = False

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ._locks import KeyLocks
+from ._logs import LazyLogger
 from ._protocol import encode_login
 from ._records import LoginKey, StoredLogin
 
 __all__ = ["MemoryTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 
 async def _checkpoint() -> None:

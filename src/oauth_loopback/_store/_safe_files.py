@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import stat
 from pathlib import Path
 
 from .._errors import TokenStoreError
+from ._logs import LazyLogger
 
 __all__ = ["MAX_FILE_SIZE", "check_directory", "read_private", "write_private"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 #: A stored login is a few KiB; anything past this is not one of ours.
 MAX_FILE_SIZE = 1 << 20
