@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -33,7 +34,7 @@ if sys.version_info < (3, 11):
 from .._config import LEGACY_CALLBACK_PORT
 from . import _cimd, _stored
 
-__all__ = ["BACKENDS", "main", "version"]
+__all__ = ["BACKENDS", "Commands", "main", "version"]
 
 #: The event loops ``--backend`` offers (trio needs the ``trio`` extra).
 BACKENDS = ("asyncio", "trio")
@@ -61,6 +62,83 @@ class _Version(argparse._VersionAction):
         option_string: str | None = None,
     ) -> None:
         self.version = f"%(prog)s {version('oauth-loopback')}"
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``, the width argparse formats help for, without
+    importing shutil: argparse builds a formatter for every argument it is given, and shutil
+    (with its compression modules) is a slow import that a command printing no help pays for.
+    The same rules: ``$COLUMNS`` if set, else the terminal of ``sys.__stdout__``, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return 80 if stdout is None else os.get_terminal_size(stdout.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, with the width found by :func:`_columns`."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsers = argparse._SubParsersAction  # generic only in typeshed
+
+
+class Commands(_SubParsers):
+    """The sub-commands, each getting its arguments when it is the one chosen.
+
+    ``--help`` lists the commands from their names and help texts alone, and only the chosen
+    command's arguments are ever parsed, so the others' (dozens, for ``login``) are not built:
+    a few milliseconds of a process like ``oauth-loopback token`` that lives for fifty.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arguments: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+    def add_command(
+        self,
+        name: str,
+        arguments: Callable[[argparse.ArgumentParser], None],
+        *,
+        help: str,
+        description: str,
+    ) -> None:
+        """``add_parser(name, help=, description=)``; ``arguments(parser)`` adds the rest."""
+        self.add_parser(name, help=help, description=description, formatter_class=_Formatter)
+        self._arguments[name] = arguments
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if isinstance(values, list) and values:
+            arguments = self._arguments.pop(values[0], None)
+            if arguments is not None:
+                arguments(self.choices[values[0]])
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -94,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oauth-loopback",
         description="Receive OAuth 2.0 authorization responses on a loopback redirect URI.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action=_Version)
     parser.add_argument(
@@ -102,13 +181,39 @@ def _parser() -> argparse.ArgumentParser:
         default="asyncio",
         help="event loop to run on (trio needs: pip install 'oauth-loopback[trio]')",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    doctor = sub.add_parser(
+    sub = cast(
+        "Commands", parser.add_subparsers(dest="command", metavar="COMMAND", action=Commands)
+    )
+    sub.add_command(
         "doctor",
+        _doctor_arguments,
         help="check that loopback callbacks work here, and who holds the legacy port",
         description="Bind ephemeral receivers, complete a callback round trip, and check "
         f"whether port {LEGACY_CALLBACK_PORT} (or --port) is free. Exit status 0 means healthy.",
     )
+    sub.add_command(
+        "demo",
+        _demo_arguments,
+        help="run a complete login against an embedded authorization server",
+        description="Start an embedded OAuth 2.0 authorization server on 127.0.0.1 and log in "
+        "to it with authorize() and a headless browser stand-in, printing each step (bind, "
+        "discovery, registration, redirect, callback, token) with its time. Nothing external "
+        "is contacted. Exit status 0 means the whole login worked.",
+    )
+    sub.add_command(
+        "login",
+        _login_arguments,
+        help="log in to an authorization server through your browser",
+        description="Log in to ISSUER: discover its metadata, register a client (unless "
+        "--client-id), open the browser with PKCE, receive the callback on a loopback port "
+        "and exchange the code. The token goes to stdout with --json, or to --output FILE.",
+    )
+    _cimd.add_command(sub)
+    _stored.add_commands(sub)
+    return parser
+
+
+def _doctor_arguments(doctor: argparse.ArgumentParser) -> None:
     doctor.add_argument(
         "--port",
         type=_port,
@@ -116,24 +221,15 @@ def _parser() -> argparse.ArgumentParser:
         help=f"check this fixed port instead of the legacy {LEGACY_CALLBACK_PORT}; "
         "exit status 1 if it is busy",
     )
-    demo_parser = sub.add_parser(
-        "demo",
-        help="run a complete login against an embedded authorization server",
-        description="Start an embedded OAuth 2.0 authorization server on 127.0.0.1 and log in "
-        "to it with authorize() and a headless browser stand-in, printing each step (bind, "
-        "discovery, registration, redirect, callback, token) with its time. Nothing external "
-        "is contacted. Exit status 0 means the whole login worked.",
-    )
-    demo_parser.add_argument(
+
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument(
         "--device", action="store_true", help="show the device login (RFC 8628) instead"
     )
-    login = sub.add_parser(
-        "login",
-        help="log in to an authorization server through your browser",
-        description="Log in to ISSUER: discover its metadata, register a client (unless "
-        "--client-id), open the browser with PKCE, receive the callback on a loopback port "
-        "and exchange the code. The token goes to stdout with --json, or to --output FILE.",
-    )
+
+
+def _login_arguments(login: argparse.ArgumentParser) -> None:
     login.add_argument(
         "issuer",
         metavar="ISSUER",
@@ -234,9 +330,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long without a callback (default 300)",
     )
-    _cimd.add_parser(sub)
-    _stored.add_parsers(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

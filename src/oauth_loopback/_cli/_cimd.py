@@ -24,23 +24,30 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["add_parser", "run"]
+if TYPE_CHECKING:
+    from . import Commands
+
+__all__ = ["add_command", "run"]
 
 # Documents are small; the draft suggests servers refuse more than about 5 KB.
 _MAX_READ = 64 * 1024
 
 
-def add_parser(sub: Any) -> None:
-    """Add ``cimd`` and its two sub-commands to the ``oauth-loopback`` parser."""
-    cimd = sub.add_parser(
+def add_command(sub: Commands) -> None:
+    """Add ``cimd`` to the ``oauth-loopback`` parser (its two actions when it is chosen)."""
+    sub.add_command(
         "cimd",
+        _arguments,
         help="write or check a client ID metadata document (an https client_id)",
         description="Client ID metadata documents: the JSON an app publishes at an https URL "
         "that is its client_id, so that no server needs to register it (the MCP "
         "authorization specification's preferred way).",
     )
+
+
+def _arguments(cimd: argparse.ArgumentParser) -> None:
     actions = cimd.add_subparsers(dest="cimd_command", metavar="ACTION")
     write = actions.add_parser(
         "write",

@@ -23,18 +23,38 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .._store._file_store import FileTokenStore
     from .._store._records import StoredLogin
+    from . import Commands
 
-__all__ = ["add_parsers", "logout", "status", "store_for", "token"]
+__all__ = ["add_commands", "logout", "status", "store_for", "token"]
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    token = sub.add_parser(
+def add_commands(sub: Commands) -> None:
+    """Add ``token``, ``status`` and ``logout`` (their arguments when they are chosen)."""
+    sub.add_command(
         "token",
+        _token_arguments,
         help="print a valid access token for ISSUER (stored, refreshed, or after a login)",
         description="Print a valid access token for ISSUER on stdout: the stored one while it "
         "is valid, else a refreshed one, else log in through the browser first. Exit status 0 "
         "means the line printed is a usable token.",
     )
+    sub.add_command(
+        "status",
+        _store_argument,
+        help="list the stored logins (no secrets)",
+        description="List the logins in the token store: issuer, resource, client, scope, "
+        "expiry. No token or secret is shown.",
+    )
+    sub.add_command(
+        "logout",
+        _logout_arguments,
+        help="forget the stored login to ISSUER (revoking its tokens where the server can)",
+        description="Delete the stored login to ISSUER (and --resource). When the server "
+        "offers RFC 7009 revocation, its tokens are revoked there first.",
+    )
+
+
+def _token_arguments(token: argparse.ArgumentParser) -> None:
     token.add_argument(
         "issuer",
         metavar="ISSUER",
@@ -48,19 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     token.add_argument("--scope", metavar="S", help="space-separated scopes the token needs")
     token.add_argument("--client-id", metavar="ID", help="a pre-registered client")
     _store_argument(token)
-    status = sub.add_parser(
-        "status",
-        help="list the stored logins (no secrets)",
-        description="List the logins in the token store: issuer, resource, client, scope, "
-        "expiry. No token or secret is shown.",
-    )
-    _store_argument(status)
-    logout = sub.add_parser(
-        "logout",
-        help="forget the stored login to ISSUER (revoking its tokens where the server can)",
-        description="Delete the stored login to ISSUER (and --resource). When the server "
-        "offers RFC 7009 revocation, its tokens are revoked there first.",
-    )
+
+
+def _logout_arguments(logout: argparse.ArgumentParser) -> None:
     logout.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
     logout.add_argument("--resource", metavar="R", help="the resource the login is for")
     _store_argument(logout)
