@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from ._errors import (
     AuthorizationDenied,
     AuthorizationError,
@@ -47,6 +46,7 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
+    from ._config import LEGACY_CALLBACK_PORT, CallbackConfig
     from ._login._auth import TokenAuth
     from ._login._authorize import authorize
     from ._login._get_token import get_token
@@ -72,6 +72,9 @@ __version__ = "0.1.0"
 # that only reads a stored token (``oauth-loopback token``, ``sync.get_token()``) needs none
 # of them. ``dir()``, ``__all__`` and ``from oauth_loopback import *`` still give every name.
 _LAZY = {
+    # The receiver's configuration (a process reading a stored token needs none).
+    "LEGACY_CALLBACK_PORT": "._config",
+    "CallbackConfig": "._config",
     # The receiver: anyio and h11.
     "CallbackReceiver": "._receiver._receiver",
     "PendingCallback": "._receiver._receiver",

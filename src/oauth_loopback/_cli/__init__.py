@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, cast
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .._config import LEGACY_CALLBACK_PORT
 from . import _cimd, _stored
 
 __all__ = ["BACKENDS", "Commands", "main", "version"]
@@ -122,9 +121,10 @@ class Commands(_SubParsers):
         arguments: Callable[[argparse.ArgumentParser], None],
         *,
         help: str,
-        description: str,
+        description: str | None = None,
     ) -> None:
-        """``add_parser(name, help=, description=)``; ``arguments(parser)`` adds the rest."""
+        """``add_parser(name, help=, description=)``; ``arguments(parser)`` adds the rest (and
+        the description, when it needs what only the command imports)."""
         self.add_parser(name, help=help, description=description, formatter_class=_Formatter)
         self._arguments[name] = arguments
 
@@ -188,8 +188,6 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         _doctor_arguments,
         help="check that loopback callbacks work here, and who holds the legacy port",
-        description="Bind ephemeral receivers, complete a callback round trip, and check "
-        f"whether port {LEGACY_CALLBACK_PORT} (or --port) is free. Exit status 0 means healthy.",
     )
     sub.add_command(
         "demo",
@@ -214,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _doctor_arguments(doctor: argparse.ArgumentParser) -> None:
+    from .._config import LEGACY_CALLBACK_PORT
+
+    doctor.description = (
+        "Bind ephemeral receivers, complete a callback round trip, and check "
+        f"whether port {LEGACY_CALLBACK_PORT} (or --port) is free. Exit status 0 means healthy."
+    )
     doctor.add_argument(
         "--port",
         type=_port,
@@ -230,6 +234,8 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
 
 
 def _login_arguments(login: argparse.ArgumentParser) -> None:
+    from .._config import LEGACY_CALLBACK_PORT
+
     login.add_argument(
         "issuer",
         metavar="ISSUER",
