@@ -509,7 +509,7 @@ def stored_now(
 
 
 def _parameter_names(function: Callable[..., object]) -> frozenset[str]:
-    code = function.__code__  # not inspect.signature: inspect is a slow import
+    code = function.__code__  # the names inspect.signature gives, without building one
     return frozenset(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
 
 
