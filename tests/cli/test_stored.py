@@ -19,8 +19,10 @@ from oauth_loopback._cli import _parser
 from oauth_loopback.testing import AuthorizationServer, follow_redirects
 
 # What `oauth-loopback token` with a valid stored token must not import: the event loop
-# libraries, what only a refresh or a login needs, and logging (nothing is configured to log).
+# libraries, what only a refresh or a login needs, logging (nothing is configured to log) and,
+# for the plain shape scripts write, argparse.
 _NOT_FOR_A_STORED_TOKEN = (
+    "argparse",
     "anyio",
     "asyncio",
     "trio",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from . import Commands
+    from ._options import Commands
 
 __all__ = ["add_command", "run"]
 

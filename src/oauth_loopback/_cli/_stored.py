@@ -15,17 +15,40 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
+    import argparse
+
     from .._store._file_store import FileTokenStore
     from .._store._records import StoredLogin
-    from . import Commands
+    from ._options import Commands
 
-__all__ = ["add_commands", "logout", "status", "store_for", "token"]
+    #: What argparse parsed, or what ``token_request`` read without it.
+    Args: TypeAlias = argparse.Namespace | SimpleNamespace
+
+__all__ = [
+    "add_commands",
+    "logout",
+    "status",
+    "store_for",
+    "token",
+    "token_fast",
+    "token_request",
+]
+
+# token's options after ISSUER, in the order --help lists them: (flag, metavar, help). Both
+# argparse (_token_arguments) and token_request read them from here.
+_TOKEN_OPTIONS = (
+    ("--resource", "R", "RFC 8707 resource indicator the login is for"),
+    ("--scope", "S", "space-separated scopes the token needs"),
+    ("--client-id", "ID", "a pre-registered client"),
+    ("--store", "DIR", "the token store's directory (default: your user state directory)"),
+)
 
 
 def add_commands(sub: Commands) -> None:
@@ -62,12 +85,8 @@ def _token_arguments(token: argparse.ArgumentParser) -> None:
         help="the authorization server's issuer URL (or give --resource alone: the server is "
         "then found through the resource's RFC 9728 metadata)",
     )
-    token.add_argument(
-        "--resource", metavar="R", help="RFC 8707 resource indicator the login is for"
-    )
-    token.add_argument("--scope", metavar="S", help="space-separated scopes the token needs")
-    token.add_argument("--client-id", metavar="ID", help="a pre-registered client")
-    _store_argument(token)
+    for flag, metavar, help_text in _TOKEN_OPTIONS:
+        token.add_argument(flag, metavar=metavar, help=help_text)
 
 
 def _logout_arguments(logout: argparse.ArgumentParser) -> None:
@@ -77,20 +96,49 @@ def _logout_arguments(logout: argparse.ArgumentParser) -> None:
 
 
 def _store_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        help="the token store's directory (default: your user state directory)",
-    )
+    flag, metavar, help_text = _TOKEN_OPTIONS[-1]
+    parser.add_argument(flag, metavar=metavar, help=help_text)
 
 
-def store_for(args: argparse.Namespace) -> FileTokenStore:
+def token_request(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``token``'s arguments read without argparse, when ``argv`` is in the shape scripts
+    write: ``token``, at most one ISSUER, and the options of :data:`_TOKEN_OPTIONS` by their
+    full names (``--scope S`` with a value not starting with ``-``, or ``--scope=S``; the last
+    one given counts). The result is what argparse would give. None for anything else (help,
+    ``--backend``, abbreviations, values starting with ``-``, mistakes), which argparse then
+    parses, with its messages.
+    """
+    if not argv or argv[0] != "token":
+        return None
+    dests = {flag: flag[2:].replace("-", "_") for flag, _, _ in _TOKEN_OPTIONS}
+    values: dict[str, str | None] = dict.fromkeys(dests.values())
+    issuer: str | None = None
+    rest = iter(argv[1:])
+    for arg in rest:
+        if not arg.startswith("-"):
+            if issuer is not None:
+                return None  # argparse: unrecognized arguments
+            issuer = arg
+            continue
+        flag, equals, value = arg.partition("=")
+        dest = dests.get(flag)
+        if dest is None:
+            return None
+        if not equals:
+            value = next(rest, "-")
+            if value.startswith("-"):
+                return None  # missing, or a value argparse would take for an option
+        values[dest] = value
+    return SimpleNamespace(command="token", backend="asyncio", issuer=issuer, **values)
+
+
+def store_for(args: Args) -> FileTokenStore:
     from .._store._file_store import FileTokenStore
 
     return FileTokenStore(getattr(args, "store", None))
 
 
-def token_fast(args: argparse.Namespace) -> int | None:
+def token_fast(args: Args) -> int | None:
     """``token`` without an event loop, when the stored token will do: the exit status after
     printing it (or the DPoP error); None when a refresh or a login (or a resource-first
     discovery) is needed, which ``token`` then does.
