@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from ._errors import (
     AuthorizationDenied,
     AuthorizationError,
@@ -45,14 +44,15 @@ from ._errors import (
     UnsafeBrowserURL,
     UnsupportedServer,
 )
-from ._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
-from ._receiver._registry import AuthorizationResponse
 
 if TYPE_CHECKING:
+    from ._config import LEGACY_CALLBACK_PORT, CallbackConfig
     from ._login._auth import TokenAuth
     from ._login._authorize import authorize
     from ._login._get_token import get_token
     from ._login._token import Token
+    from ._receiver._receiver import CallbackReceiver, PendingCallback, open_receiver
+    from ._receiver._registry import AuthorizationResponse
     from ._store import (
         CachedMetadata,
         ClientRegistration,
@@ -67,9 +67,20 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# The login flow needs authlib and httpx2, which take a while to import; it is loaded on
-# first use so that ``import oauth_loopback`` and ``oauth-loopback --help`` stay fast.
+# Loaded on first use, so that ``import oauth_loopback`` stays fast and imports no event loop
+# library: the receiver needs anyio and h11, the login flow authlib and httpx2, and a process
+# that only reads a stored token (``oauth-loopback token``, ``sync.get_token()``) needs none
+# of them. ``dir()``, ``__all__`` and ``from oauth_loopback import *`` still give every name.
 _LAZY = {
+    # The receiver's configuration (a process reading a stored token needs none).
+    "LEGACY_CALLBACK_PORT": "._config",
+    "CallbackConfig": "._config",
+    # The receiver: anyio and h11.
+    "CallbackReceiver": "._receiver._receiver",
+    "PendingCallback": "._receiver._receiver",
+    "open_receiver": "._receiver._receiver",
+    "AuthorizationResponse": "._receiver._registry",
+    # The login flow: authlib and httpx2 (Token itself needs neither).
     "Token": "._login._token",
     "authorize": "._login._authorize",
     # Staying logged in. The stores need no authlib; get_token loads it only to refresh or

@@ -22,12 +22,19 @@ there, ``await`` the async function instead, or call this one from a worker thre
 **Decision:** every top-level call starts its own event loop thread and ends it before
 returning (about a millisecond): nothing lingers between calls, and no global state is shared
 between threads. ``open_receiver()`` keeps its loop for the ``with`` block.
+
+**Decision:** ``get_token()`` with a valid stored token in one of the library's stores
+(``FileTokenStore``, ``MemoryTokenStore``, ``KeyringTokenStore``) starts no event loop at all:
+it checks the arguments, reads the store on the calling thread and returns the token, as the
+async call would (the same checks and errors, the same ``Token``, DPoP key included). Only
+when a refresh or a login is needed, or for a store of your own, does it start the loop
+thread. A process that only reads a stored token so never imports asyncio, trio or anyio.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -53,6 +60,8 @@ _CANCEL_GRACE = 5.0
 
 
 def _refuse_inside_event_loop(name: str) -> None:
+    if "asyncio" not in sys.modules and "trio" not in sys.modules:
+        return  # no event loop can be running, and looking would import one (anyio, asyncio)
     from anyio.lowlevel import current_token
 
     try:
@@ -67,8 +76,7 @@ def _refuse_inside_event_loop(name: str) -> None:
     raise RuntimeError(msg)
 
 
-@contextmanager
-def _portal(backend: Backend) -> Iterator[BlockingPortal]:
+def _check_backend(backend: object) -> None:
     if backend not in ("asyncio", "trio"):
         msg = f"backend must be 'asyncio' or 'trio', not {backend!r}."
         raise ValueError(msg)
@@ -78,6 +86,11 @@ def _portal(backend: Backend) -> Iterator[BlockingPortal]:
         if importlib.util.find_spec("trio") is None:
             msg = "backend='trio' needs trio: pip install 'oauth-loopback[trio]'"
             raise ImportError(msg, name="trio")
+
+
+@contextmanager
+def _portal(backend: Backend) -> Iterator[BlockingPortal]:
+    _check_backend(backend)
     from anyio.from_thread import start_blocking_portal
 
     with start_blocking_portal(backend, name="oauth-loopback") as portal:
@@ -94,6 +107,8 @@ def _call(portal: BlockingPortal, func: Callable[[], Any]) -> Any:
     try:
         return future.result()
     except KeyboardInterrupt:
+        import concurrent.futures
+
         future.cancel()
         concurrent.futures.wait([future], timeout=_CANCEL_GRACE)
         raise
@@ -201,10 +216,16 @@ def authorize(issuer: str, *, backend: Backend = "asyncio", **options: Any) -> T
 def get_token(issuer: str, *, backend: Backend = "asyncio", **options: Any) -> Token:
     """:func:`oauth_loopback.get_token`, blocking: stored, refreshed or logged in, same errors.
 
-    The event loop thread lives for this one call (about a millisecond when the stored token
-    is valid: no network, no authlib).
+    A valid stored token in one of the library's stores is read on this thread, with no event
+    loop (see the module's decisions); otherwise an event loop thread lives for this one call.
     """
     _refuse_inside_event_loop("get_token")
+    _check_backend(backend)
+    from ._login._get_token import get_token_now
+
+    stored = get_token_now(issuer, options)
+    if stored is not None:
+        return stored
     from ._login._get_token import get_token as get_token_async
 
     with _portal(backend) as portal:

@@ -28,13 +28,14 @@ from oauth_loopback.testing import AuthorizationServer, follow_redirects
 pytestmark = pytest.mark.anyio
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "oauth_loopback", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -46,11 +47,64 @@ def _login_args(*args: str) -> argparse.Namespace:
 
 
 def test_help_lists_the_commands() -> None:
-    """`oauth-loopback --help` exits 0 and lists doctor, demo and login."""
+    """`oauth-loopback --help` exits 0 and lists every command with its help text, though a
+    command's own arguments are only built when it runs."""
     result = _run_cli("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("doctor", "demo", "login"):
-        assert command in result.stdout
+    for command, help_text in (
+        ("doctor", "check that loopback callbacks work here"),
+        ("demo", "run a complete login against an embedded"),
+        ("login", "log in to an authorization server through your browser"),
+        ("cimd", "write or check a client ID metadata document"),
+        ("token", "print a valid access token for ISSUER"),
+        ("status", "list the stored logins (no secrets)"),
+        ("logout", "forget the stored login to ISSUER"),
+    ):
+        assert re.search(rf"^    {command}\s+{re.escape(help_text)}", result.stdout, re.M), command
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["token", "--help"], "--client-id ID", id="token-help"),
+        pytest.param(["cimd", "write", "--help"], "--logo-uri URI", id="nested-help"),
+        pytest.param(["doctor", "--help"], "--port PORT", id="doctor-help"),
+    ],
+)
+def test_each_command_help_shows_its_arguments(argv: list[str], expected: str) -> None:
+    """A command's --help shows the arguments that are added when it is chosen."""
+    result = _run_cli(*argv)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+
+
+def test_version_is_looked_up_when_asked() -> None:
+    """`--version` prints the installed version (looked up only then: no other run pays)."""
+    from importlib.metadata import version
+
+    result = _run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"oauth-loopback {version('oauth-loopback')}\n"
+
+
+def test_unknown_command_lists_every_command() -> None:
+    """A misspelt command is refused by argparse with every command's name (exit 2)."""
+    result = _run_cli("tokn")
+    assert result.returncode == 2
+    assert "invalid choice: 'tokn'" in result.stderr
+    for command in ("doctor", "demo", "login", "cimd", "token", "status", "logout"):
+        assert repr(command) in result.stderr
+
+
+def test_help_width_follows_columns() -> None:
+    """Help is wrapped at $COLUMNS, as argparse's own formatter does."""
+    narrow = _run_cli("login", "--help", env={"COLUMNS": "50"})
+    wide = _run_cli("login", "--help", env={"COLUMNS": "300"})
+    description = "Log in to ISSUER: discover its metadata, register a client (unless"
+    assert description not in narrow.stdout  # wrapped before its end
+    assert "Log in to ISSUER: discover its" in narrow.stdout
+    assert description in wide.stdout
+    assert len(narrow.stdout.splitlines()) > len(wide.stdout.splitlines())
 
 
 def test_login_help_documents_the_options() -> None:
@@ -77,14 +131,16 @@ def test_login_help_documents_the_options() -> None:
 
 
 def test_import_and_help_do_not_load_the_login_stack() -> None:
-    """`import oauth_loopback` and `--help` import neither authlib, httpx2 nor trio."""
+    """`import oauth_loopback` and `--help` import none of authlib, httpx2, trio, anyio,
+    asyncio and h11: the package root and the parser load them on first use only."""
     code = (
         "import sys, contextlib, io\n"
         "import oauth_loopback\n"
         "from oauth_loopback._cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
-        "print(sorted(m for m in ('authlib', 'httpx2', 'trio') if m in sys.modules))\n"
+        "print(sorted(m for m in ('authlib', 'httpx2', 'trio', 'anyio', 'asyncio', 'h11')\n"
+        "             if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

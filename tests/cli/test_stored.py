@@ -18,6 +18,21 @@ from oauth_loopback._cli import _login as login_command
 from oauth_loopback._cli import _parser
 from oauth_loopback.testing import AuthorizationServer, follow_redirects
 
+# What `oauth-loopback token` with a valid stored token must not import: the event loop
+# libraries, what only a refresh or a login needs, logging (nothing is configured to log) and,
+# for the plain shape scripts write, argparse.
+_NOT_FOR_A_STORED_TOKEN = (
+    "argparse",
+    "anyio",
+    "asyncio",
+    "trio",
+    "sniffio",
+    "h11",
+    "authlib",
+    "httpx2",
+    "logging",
+)
+
 
 @pytest.fixture
 def server() -> Iterator[tuple[AuthorizationServer, anyio.from_thread.BlockingPortal]]:
@@ -45,12 +60,13 @@ def _login(portal: anyio.from_thread.BlockingPortal, issuer: str, store: Path, *
     return str(args.issuer)
 
 
-def test_login_saves_and_token_prints_it_without_authlib(
+def test_login_saves_and_token_prints_it_without_an_event_loop(
     server: tuple[AuthorizationServer, anyio.from_thread.BlockingPortal],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """After login, 'token ISSUER' prints the stored access token; that path imports no authlib/httpx2."""
+    """After login, 'token ISSUER' prints the stored access token; that path imports no event
+    loop library (anyio, asyncio, trio), no h11, authlib or httpx2, and not even logging."""
     running, portal = server
     _login(portal, running.issuer, tmp_path, "--scope", "read")
     document = json.loads(capsys.readouterr().out)
@@ -67,7 +83,8 @@ def test_login_saves_and_token_prints_it_without_authlib(
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = main(["token", {running.issuer!r}, "--store", {str(tmp_path)!r}])
-        heavy = [m for m in ("authlib", "httpx2", "trio") if m in sys.modules]
+        loaded = {{m.partition(".")[0] for m in sys.modules}}
+        heavy = sorted(loaded & {set(_NOT_FOR_A_STORED_TOKEN)!r})
         print(code, out.getvalue().strip() == {document["access_token"]!r}, heavy)
         """
     )
@@ -75,6 +92,45 @@ def test_login_saves_and_token_prints_it_without_authlib(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
     )
     assert checked.stdout.strip() == "0 True []", checked.stderr
+
+
+def test_token_refuses_a_dpop_bound_stored_token_without_an_event_loop(tmp_path: Path) -> None:
+    """A valid DPoP-bound stored token is not printed (useless without its key): one error
+    line naming what to do instead, exit 1, nothing on stdout, no event loop imported."""
+    import time
+
+    from oauth_loopback import FileTokenStore, StoredLogin, StoredTokens
+    from oauth_loopback._login._dpop import DPoPKey
+
+    issuer = "https://as.example"
+    login = StoredLogin(
+        issuer=issuer,
+        tokens=StoredTokens(
+            access_token="bound-token", token_type="DPoP", expires_at=time.time() + 3600
+        ),
+        dpop_key=DPoPKey.generate().private_jwk(),
+    )
+    anyio.run(FileTokenStore(tmp_path).save, login)
+    result = _run("token", issuer, store=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: the stored token is DPoP-bound (RFC 9449)")
+    assert "TokenAuth" in result.stderr
+    assert "bound-token" not in result.stderr
+    probe = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from oauth_loopback._cli import main
+        with contextlib.redirect_stderr(io.StringIO()):
+            code = main(["token", {issuer!r}, "--store", {str(tmp_path)!r}])
+        loaded = {{m.partition(".")[0] for m in sys.modules}}
+        print(code, sorted(loaded & {set(_NOT_FOR_A_STORED_TOKEN)!r}))
+        """
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert checked.stdout.strip() == "1 []", checked.stderr
 
 
 def test_no_store_saves_nothing(

@@ -13,210 +13,78 @@ Only this package prints (``doctor``, ``demo``, ``login``: one module per comman
   (``--json``) or to a file written atomically with mode 0600 (``--output``).
 * ``cimd write|check``: the app's client ID metadata document (:mod:`._cimd`).
 
-The login commands import authlib lazily, so ``oauth-loopback --help`` stays fast.
+**Decision:** the parser (:mod:`._options`) is built from argparse alone; the module that does
+a command's work (and anyio, h11, authlib, httpx2 with it) is imported only when that command
+runs, so ``oauth-loopback --help`` is fast. ``oauth-loopback token ISSUER`` with a valid
+stored token imports no event loop library, and in the plain shape scripts write it (full
+option names, no ``--backend``) not even argparse: it reads one file and prints
+(``_stored.token_request``, ``_stored.token_fast``).
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-import anyio
+from . import _stored
 
-from .._config import LEGACY_CALLBACK_PORT
-from . import _cimd, _stored
-from ._demo import demo
-from ._doctor import BACKENDS, doctor, version
-from ._login import login
-from ._messages import fail, interrupted
+if TYPE_CHECKING:
+    import argparse
 
-__all__ = ["main"]
+__all__ = ["BACKENDS", "main", "version"]
+
+#: The event loops ``--backend`` offers (trio needs the ``trio`` extra).
+BACKENDS = ("asyncio", "trio")
 
 
-def _port(text: str) -> int:
-    """``--port``, the same rules in every command: a fixed port from 1 to 65535."""
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or ``unknown`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if port == 0:
-        msg = "0 is not needed: leave --port out and the OS picks a free port"
-        raise argparse.ArgumentTypeError(msg)
-    if not 0 < port < 65536:
-        msg = f"must be a port number from 1 to 65535 (leave --port out for a free port the OS picks), not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return port
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        msg = f"must be a positive number of seconds, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="oauth-loopback",
-        description="Receive OAuth 2.0 authorization responses on a loopback redirect URI.",
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {version('oauth-loopback')}"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="asyncio",
-        help="event loop to run on (trio needs: pip install 'oauth-loopback[trio]')",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    doctor = sub.add_parser(
-        "doctor",
-        help="check that loopback callbacks work here, and who holds the legacy port",
-        description="Bind ephemeral receivers, complete a callback round trip, and check "
-        f"whether port {LEGACY_CALLBACK_PORT} (or --port) is free. Exit status 0 means healthy.",
-    )
-    doctor.add_argument(
-        "--port",
-        type=_port,
-        default=None,
-        help=f"check this fixed port instead of the legacy {LEGACY_CALLBACK_PORT}; "
-        "exit status 1 if it is busy",
-    )
-    demo_parser = sub.add_parser(
-        "demo",
-        help="run a complete login against an embedded authorization server",
-        description="Start an embedded OAuth 2.0 authorization server on 127.0.0.1 and log in "
-        "to it with authorize() and a headless browser stand-in, printing each step (bind, "
-        "discovery, registration, redirect, callback, token) with its time. Nothing external "
-        "is contacted. Exit status 0 means the whole login worked.",
-    )
-    demo_parser.add_argument(
-        "--device", action="store_true", help="show the device login (RFC 8628) instead"
-    )
-    login = sub.add_parser(
-        "login",
-        help="log in to an authorization server through your browser",
-        description="Log in to ISSUER: discover its metadata, register a client (unless "
-        "--client-id), open the browser with PKCE, receive the callback on a loopback port "
-        "and exchange the code. The token goes to stdout with --json, or to --output FILE.",
-    )
-    login.add_argument(
-        "issuer",
-        metavar="ISSUER",
-        nargs="?",
-        help="the authorization server's issuer URL (or give --resource alone: the server is "
-        "then found through the resource's RFC 9728 metadata)",
-    )
-    login.add_argument(
-        "--client-id",
-        metavar="ID",
-        help="a pre-registered client (default: register one dynamically, RFC 7591)",
-    )
-    login.add_argument(
-        "--client-secret",
-        metavar="S",
-        help="the client's secret, for a "
-        "confidential client; other local users can see command lines, so "
-        "prefer the OAUTH_LOOPBACK_CLIENT_SECRET environment variable",
-    )
-    login.add_argument("--scope", metavar="S", help="space-separated scopes to ask for")
-    login.add_argument(
-        "--resource", metavar="R", help="RFC 8707 resource indicator (for MCP: the server's URL)"
-    )
-    where = login.add_mutually_exclusive_group()
-    where.add_argument(
-        "--port",
-        type=_port,
-        metavar="N",
-        help="listen on this fixed port (default: a free port the OS picks)",
-    )
-    where.add_argument(
-        "--legacy-port",
-        action="store_true",
-        help=f"listen on the legacy port "
-        f"{LEGACY_CALLBACK_PORT}, for servers whose registration pins it",
-    )
-    where.add_argument(
-        "--redirect-uri",
-        metavar="URI",
-        help="listen on this loopback redirect URI, e.g. http://127.0.0.1:8765/callback",
-    )
-    login.add_argument(
-        "--no-browser",
-        action="store_true",
-        help="do not open a browser: "
-        "print the URL and ask for the address the browser was redirected to "
-        "(SSH, containers); the loopback callback still works if it arrives",
-    )
-    login.add_argument(
-        "--json", action="store_true", help="print the token response as JSON on stdout"
-    )
-    login.add_argument(
-        "--device",
-        action="store_true",
-        help="log in with a code entered on any device (RFC 8628 device grant): for SSH and "
-        "containers; chosen by itself when no browser can open here and nobody can paste",
-    )
-    login.add_argument(
-        "--public-redirect-uri",
-        metavar="URL",
-        help="forwarded setups (Codespaces, ssh -L, a proxy): send the server this redirect URI "
-        "('{port}' is filled in) while listening on loopback only, e.g. "
-        "'https://{port}-name.app.github.dev/callback' or 'http://127.0.0.1:9000/callback'",
-    )
-    login.add_argument(
-        "--browser-command",
-        metavar="CMD",
-        help="open the browser with this command (e.g. 'firefox --new-window'); it is given "
-        "a private sign-in page's file:// URL, never the authorization URL (default: "
-        "$BROWSER, wslview/explorer.exe in WSL, else the system's)",
-    )
-    login.add_argument(
-        "--no-store",
-        action="store_true",
-        help="do not save the login in the token store (by default it is saved, so "
-        "'oauth-loopback token ISSUER' gives a valid token later without a browser)",
-    )
-    login.add_argument(
-        "--store",
-        metavar="DIR",
-        help="the token store's directory (default: your user state directory)",
-    )
-    login.add_argument(
-        "--output",
-        metavar="FILE",
-        help="write the token response as JSON to "
-        "FILE, atomically and readable by you only (mode 0600)",
-    )
-    login.add_argument(
-        "--metadata",
-        metavar="FILE",
-        help="the server's metadata as a JSON file (RFC 8414 fields: authorization_endpoint, "
-        "token_endpoint, ...), for servers that publish none; discovery is skipped",
-    )
-    login.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        metavar="SECONDS",
-        help="give up after this long without a callback (default 300)",
-    )
-    _cimd.add_parser(sub)
-    _stored.add_parsers(sub)
-    return parser
+    """The whole parser (:mod:`._options`, which imports argparse)."""
+    from ._options import parser
+
+    return parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``oauth-loopback`` console script."""
+    failure: BaseException
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        failure = KeyboardInterrupt()
+    except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C
+        failure = group
+    except Exception as exc:  # noqa: BLE001  (the CLI boundary: one error line, never a traceback)
+        failure = exc
+    from ._messages import fail, interrupted
+
+    if interrupted(failure):
+        print("interrupted", file=sys.stderr)
+        return 130
+    return fail(failure)
+
+
+def _main(argv: list[str]) -> int:
+    # `oauth-loopback token ISSUER [--scope S] ...` as scripts write it, answered by a valid
+    # stored token: no argparse either (it is most of what such a process would import).
+    request = _stored.token_request(argv)
+    if request is not None:
+        status = _stored.token_fast(request)
+        if status is not None:
+            return status
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -228,34 +96,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec("trio") is None:
             print("--backend trio needs trio: pip install 'oauth-loopback[trio]'", file=sys.stderr)
             return 2
-    failure: BaseException | None = None
-    try:
-        if args.command == "doctor":
-            return anyio.run(doctor, args.port, args.backend, backend=args.backend)
-        if args.command == "demo":
-            return anyio.run(demo, args.backend, args.device, backend=args.backend)
-        if args.command == "login":
-            return anyio.run(login, args, backend=args.backend)
-        if args.command == "cimd":
-            return _cimd.run(args, parser)
-        if args.command == "token":
-            if _stored.token_fast(args):
-                return 0
-            return anyio.run(_stored.token, args, backend=args.backend)
-        if args.command == "status":
-            return anyio.run(_stored.status, args, backend=args.backend)
-        if args.command == "logout":
-            return anyio.run(_stored.logout, args, backend=args.backend)
-    except KeyboardInterrupt:
-        failure = KeyboardInterrupt()
-    except BaseExceptionGroup as group:  # trio's nurseries wrap even Ctrl-C
-        failure = group
-    except Exception as exc:  # noqa: BLE001  (the CLI boundary: one error line, never a traceback)
-        failure = exc
-    if failure is not None:
-        if interrupted(failure):
-            print("interrupted", file=sys.stderr)
-            return 130
-        return fail(failure)
+    if args.command == "doctor":
+        from ._doctor import doctor
+
+        return _run(args.backend, doctor, args.port, args.backend)
+    if args.command == "demo":
+        from ._demo import demo
+
+        return _run(args.backend, demo, args.backend, args.device)
+    if args.command == "login":
+        from ._login import login
+
+        return _run(args.backend, login, args)
+    if args.command == "cimd":
+        from . import _cimd
+
+        return _cimd.run(args, parser)
+    if args.command == "token":
+        status = _stored.token_fast(args)
+        if status is not None:
+            return status
+        return _run(args.backend, _stored.token, args)
+    if args.command == "status":
+        return _run(args.backend, _stored.status, args)
+    if args.command == "logout":
+        return _run(args.backend, _stored.logout, args)
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover  (parser.error exits)
+
+
+def _run(backend: str, command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``anyio.run`` of one command: anyio is imported for the commands that need a loop."""
+    import anyio
+
+    return anyio.run(command, *args, backend=backend)

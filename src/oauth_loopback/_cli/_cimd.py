@@ -23,25 +23,31 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["add_parser", "run"]
+if TYPE_CHECKING:
+    from ._options import Commands
+
+__all__ = ["add_command", "run"]
 
 # Documents are small; the draft suggests servers refuse more than about 5 KB.
 _MAX_READ = 64 * 1024
 
 
-def add_parser(sub: Any) -> None:
-    """Add ``cimd`` and its two sub-commands to the ``oauth-loopback`` parser."""
-    cimd = sub.add_parser(
+def add_command(sub: Commands) -> None:
+    """Add ``cimd`` to the ``oauth-loopback`` parser (its two actions when it is chosen)."""
+    sub.add_command(
         "cimd",
+        _arguments,
         help="write or check a client ID metadata document (an https client_id)",
         description="Client ID metadata documents: the JSON an app publishes at an https URL "
         "that is its client_id, so that no server needs to register it (the MCP "
         "authorization specification's preferred way).",
     )
+
+
+def _arguments(cimd: argparse.ArgumentParser) -> None:
     actions = cimd.add_subparsers(dest="cimd_command", metavar="ACTION")
     write = actions.add_parser(
         "write",
@@ -126,6 +132,8 @@ def _write(args: argparse.Namespace) -> int:
 def _write_file(path: Path, text: str) -> None:
     """Atomically: a reader (the web server publishing it) never sees half a document."""
     directory = path.parent if str(path.parent) else Path(".")
+    import tempfile  # only here: it is a slow import, and every command builds this parser
+
     fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:

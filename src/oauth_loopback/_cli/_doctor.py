@@ -14,14 +14,12 @@ from .._config import LEGACY_CALLBACK_PORT, CallbackConfig
 from .._errors import CallbackPortInUse
 from .._receiver._portowner import printable
 from .._receiver._receiver import open_receiver
+from . import version
 
 if TYPE_CHECKING:
     pass
 
 __all__ = ["doctor"]
-
-
-BACKENDS = ("asyncio", "trio")
 
 
 @dataclass
@@ -165,12 +163,3 @@ async def doctor(port: int | None, backend: str) -> int:
     healthy = all(c.ok for c in checks)
     print("healthy" if healthy else "NOT healthy: see the FAIL lines above")
     return 0 if healthy else 1
-
-
-def version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"

@@ -15,26 +15,69 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
+    import argparse
+
     from .._store._file_store import FileTokenStore
     from .._store._records import StoredLogin
+    from ._options import Commands
 
-__all__ = ["add_parsers", "logout", "status", "store_for", "token"]
+    #: What argparse parsed, or what ``token_request`` read without it.
+    Args: TypeAlias = argparse.Namespace | SimpleNamespace
+
+__all__ = [
+    "add_commands",
+    "logout",
+    "status",
+    "store_for",
+    "token",
+    "token_fast",
+    "token_request",
+]
+
+# token's options after ISSUER, in the order --help lists them: (flag, metavar, help). Both
+# argparse (_token_arguments) and token_request read them from here.
+_TOKEN_OPTIONS = (
+    ("--resource", "R", "RFC 8707 resource indicator the login is for"),
+    ("--scope", "S", "space-separated scopes the token needs"),
+    ("--client-id", "ID", "a pre-registered client"),
+    ("--store", "DIR", "the token store's directory (default: your user state directory)"),
+)
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    token = sub.add_parser(
+def add_commands(sub: Commands) -> None:
+    """Add ``token``, ``status`` and ``logout`` (their arguments when they are chosen)."""
+    sub.add_command(
         "token",
+        _token_arguments,
         help="print a valid access token for ISSUER (stored, refreshed, or after a login)",
         description="Print a valid access token for ISSUER on stdout: the stored one while it "
         "is valid, else a refreshed one, else log in through the browser first. Exit status 0 "
         "means the line printed is a usable token.",
     )
+    sub.add_command(
+        "status",
+        _store_argument,
+        help="list the stored logins (no secrets)",
+        description="List the logins in the token store: issuer, resource, client, scope, "
+        "expiry. No token or secret is shown.",
+    )
+    sub.add_command(
+        "logout",
+        _logout_arguments,
+        help="forget the stored login to ISSUER (revoking its tokens where the server can)",
+        description="Delete the stored login to ISSUER (and --resource). When the server "
+        "offers RFC 7009 revocation, its tokens are revoked there first.",
+    )
+
+
+def _token_arguments(token: argparse.ArgumentParser) -> None:
     token.add_argument(
         "issuer",
         metavar="ISSUER",
@@ -42,63 +85,95 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="the authorization server's issuer URL (or give --resource alone: the server is "
         "then found through the resource's RFC 9728 metadata)",
     )
-    token.add_argument(
-        "--resource", metavar="R", help="RFC 8707 resource indicator the login is for"
-    )
-    token.add_argument("--scope", metavar="S", help="space-separated scopes the token needs")
-    token.add_argument("--client-id", metavar="ID", help="a pre-registered client")
-    _store_argument(token)
-    status = sub.add_parser(
-        "status",
-        help="list the stored logins (no secrets)",
-        description="List the logins in the token store: issuer, resource, client, scope, "
-        "expiry. No token or secret is shown.",
-    )
-    _store_argument(status)
-    logout = sub.add_parser(
-        "logout",
-        help="forget the stored login to ISSUER (revoking its tokens where the server can)",
-        description="Delete the stored login to ISSUER (and --resource). When the server "
-        "offers RFC 7009 revocation, its tokens are revoked there first.",
-    )
+    for flag, metavar, help_text in _TOKEN_OPTIONS:
+        token.add_argument(flag, metavar=metavar, help=help_text)
+
+
+def _logout_arguments(logout: argparse.ArgumentParser) -> None:
     logout.add_argument("issuer", metavar="ISSUER", help="the authorization server's issuer URL")
     logout.add_argument("--resource", metavar="R", help="the resource the login is for")
     _store_argument(logout)
 
 
 def _store_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        help="the token store's directory (default: your user state directory)",
-    )
+    flag, metavar, help_text = _TOKEN_OPTIONS[-1]
+    parser.add_argument(flag, metavar=metavar, help=help_text)
 
 
-def store_for(args: argparse.Namespace) -> FileTokenStore:
+def token_request(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``token``'s arguments read without argparse, when ``argv`` is in the shape scripts
+    write: ``token``, at most one ISSUER, and the options of :data:`_TOKEN_OPTIONS` by their
+    full names (``--scope S`` with a value not starting with ``-``, or ``--scope=S``; the last
+    one given counts). The result is what argparse would give. None for anything else (help,
+    ``--backend``, abbreviations, values starting with ``-``, mistakes), which argparse then
+    parses, with its messages.
+    """
+    if not argv or argv[0] != "token":
+        return None
+    dests = {flag: flag[2:].replace("-", "_") for flag, _, _ in _TOKEN_OPTIONS}
+    values: dict[str, str | None] = dict.fromkeys(dests.values())
+    issuer: str | None = None
+    rest = iter(argv[1:])
+    for arg in rest:
+        if not arg.startswith("-"):
+            if issuer is not None:
+                return None  # argparse: unrecognized arguments
+            issuer = arg
+            continue
+        flag, equals, value = arg.partition("=")
+        dest = dests.get(flag)
+        if dest is None:
+            return None
+        if not equals:
+            value = next(rest, "-")
+            if value.startswith("-"):
+                return None  # missing, or a value argparse would take for an option
+        values[dest] = value
+    return SimpleNamespace(command="token", backend="asyncio", issuer=issuer, **values)
+
+
+def store_for(args: Args) -> FileTokenStore:
     from .._store._file_store import FileTokenStore
 
     return FileTokenStore(getattr(args, "store", None))
 
 
-def token_fast(args: argparse.Namespace) -> bool:
-    """Print a valid stored token without an event loop; False when a refresh or a login
-    (or a resource-first discovery) is needed, which ``token`` then does.
+def token_fast(args: Args) -> int | None:
+    """``token`` without an event loop, when the stored token will do: the exit status after
+    printing it (or the DPoP error); None when a refresh or a login (or a resource-first
+    discovery) is needed, which ``token`` then does.
 
     The common case of a CLI that runs ``oauth-loopback token`` before each request: read
-    one 0600 file on this thread, check the expiry, print. No asyncio, no event loop.
+    one 0600 file on this thread, check the expiry, print. The checks and the rule for a
+    usable token are ``get_token()``'s own (``_get_token.stored_now``); no anyio, asyncio,
+    h11, authlib or httpx2 is imported.
     """
     if args.issuer is None:
-        return False  # resource-first: the issuer comes from the resource, over the network
-    from .._login._get_token import usable_token
-    from .._store._records import LoginKey
+        return None  # resource-first: the issuer comes from the resource, over the network
+    from .._login._get_token import stored_now
 
-    store = store_for(args)
-    login = store._load_sync(LoginKey(args.issuer, args.resource))
-    stored = usable_token(login, args.client_id, args.scope)
-    if stored is None or stored.dpop_key is not None:
-        return False
-    sys.stdout.write(stored.access_token + "\n")
-    return True
+    found = stored_now(
+        store_for(args),
+        args.issuer,
+        client_id=args.client_id,
+        scope=args.scope,
+        resource=args.resource,
+    )
+    if found is None:
+        return None
+    login, tokens = found
+    if login.dpop_key is not None:
+        print(_DPOP_BOUND, file=sys.stderr)
+        return 1
+    sys.stdout.write(tokens.access_token + "\n")
+    return 0
+
+
+_DPOP_BOUND = (
+    "error: the stored token is DPoP-bound (RFC 9449): it is useless without its key, "
+    "which is kept in the store. Use oauth_loopback.TokenAuth from Python, or log in "
+    "again with 'oauth-loopback login --no-store' for a bearer token."
+)
 
 
 async def token(args: argparse.Namespace) -> int:
@@ -126,12 +201,7 @@ async def token(args: argparse.Namespace) -> int:
         show_url=show_url,
     )
     if result.dpop_key is not None:
-        print(
-            "error: the stored token is DPoP-bound (RFC 9449): it is useless without its key, "
-            "which is kept in the store. Use oauth_loopback.TokenAuth from Python, or log in "
-            "again with 'oauth-loopback login --no-store' for a bearer token.",
-            file=sys.stderr,
-        )
+        print(_DPOP_BOUND, file=sys.stderr)
         return 1
     sys.stdout.write(result.access_token + "\n")
     return 0

@@ -15,37 +15,41 @@ The order, cheapest first:
    not), and the result is saved.
 
 Concurrent callers for one login queue on the lock: the first logs in or refreshes, the others
-then find its token. Importing this module loads neither authlib nor httpx2, and neither is
-imported while a stored token is valid; the refresh and the login load them on first use.
+then find its token. Importing this module loads neither anyio, authlib nor httpx2, and none
+of them is imported while a stored token is valid; the refresh and the login load them on
+first use. So the blocking callers, ``oauth-loopback token`` and ``sync.get_token()``, read a
+valid stored token of the library's own stores without any event loop (:func:`stored_now`,
+:func:`get_token_now`): the same checks, the same file, the same ``Token``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-import anyio
-
+from .._store._logs import LazyLogger
 from .._store._protocol import TokenStore
 from .._store._records import ClientRegistration, LoginKey, StoredLogin, StoredTokens
 from ._token import Token
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     import httpx2
 
     from .._config import CallbackConfig
+    from .._store._file_store import FileTokenStore
+    from .._store._keyring_store import KeyringTokenStore
+    from .._store._memory_store import MemoryTokenStore
     from ._authorize import ShowURL
     from ._browser import BrowserOpener
     from ._device import ShowCode
 
-__all__ = ["get_token", "obtain"]
+__all__ = ["get_token", "get_token_now", "obtain", "stored_now"]
 
-logger = logging.getLogger("oauth_loopback.oauth")
+logger = LazyLogger("oauth_loopback.oauth")  # debug and info only: see _store._logs
 
 
 async def get_token(
@@ -58,7 +62,7 @@ async def get_token(
     resource: str | None = None,
     config: CallbackConfig | None = None,
     open_browser: BrowserOpener | None = None,
-    timeout: float | None = None,  # noqa: ASYNC109  (authorize()'s, passed on)
+    timeout: float | None = None,
     paste: bool = False,
     show_url: ShowURL | None = None,
     browser_command: str | None = None,
@@ -136,7 +140,7 @@ async def obtain(
     resource: str | None,
     config: CallbackConfig | None,
     open_browser: BrowserOpener | None,
-    timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
+    timeout: float | None,
     paste: bool,
     show_url: ShowURL | None,
     browser_command: str | None = None,
@@ -148,18 +152,12 @@ async def obtain(
 ) -> Token:
     """:func:`get_token`, plus ``refused``: an access token a resource server has just refused
     (HTTP 401), which is then not returned again even if its expiry says it is valid."""
-    _check(store, issuer, client_id, client_secret, scope)
-    if method not in ("browser", "device"):
-        msg = f"method= is 'browser' or 'device' (RFC 8628), not {method!r}."
-        raise ValueError(msg)
-    if method == "device" and show_code is None:
-        msg = "method='device' needs show_code=, to tell the user the code and where to enter it."
-        raise TypeError(msg)
+    _check(store, issuer, client_id, client_secret, scope, method, show_code)
     key = LoginKey(issuer, resource)
-    stored = _usable_token(await store.load(key), client_id, scope, refused)
-    if stored is not None:
-        logger.debug("using the stored access token for %s", issuer)
-        return stored
+    login = await store.load(key)
+    tokens = _usable_tokens(login, client_id, scope, refused)
+    if tokens is not None:
+        return _stored_token(login, tokens)
     async with store.lock(key):
         # Read again inside the lock: another task or process may have refreshed or logged
         # in while we waited, and its refresh token may be the only one still valid.
@@ -221,7 +219,10 @@ def _check(
     client_id: object,
     client_secret: object,
     scope: object,
+    method: object,
+    show_code: object,
 ) -> None:
+    """The arguments of one call, checked before the store is read (every path, every caller)."""
     if not isinstance(store, TokenStore):
         msg = (
             f"store= must be a token store such as oauth_loopback.FileTokenStore() or "
@@ -240,6 +241,12 @@ def _check(
         raise ValueError(msg)
     if scope is not None and not isinstance(scope, str):
         msg = f"scope= takes space-separated scopes in one string, not {type(scope).__name__}."
+        raise TypeError(msg)
+    if method not in ("browser", "device"):
+        msg = f"method= is 'browser' or 'device' (RFC 8628), not {method!r}."
+        raise ValueError(msg)
+    if method == "device" and show_code is None:
+        msg = "method='device' needs show_code=, to tell the user the code and where to enter it."
         raise TypeError(msg)
 
 
@@ -277,15 +284,33 @@ def _covers(granted: str | None, requested: str | None) -> bool:
     return set(requested.split()) <= set(granted.split())
 
 
-def _usable_token(
+def _usable_tokens(
     login: StoredLogin | None, client_id: str | None, scope: str | None, refused: str | None
-) -> Token | None:
+) -> StoredTokens | None:
+    """The stored tokens of ``login`` if their access token may be used as it is (no I/O):
+    this client's, covering ``scope``, valid for more than ``DEFAULT_LEEWAY``, not refused."""
     tokens = _tokens_for(login, client_id)
     if tokens is None or not tokens.is_valid() or not _covers(tokens.scope, scope):
         return None
     if refused is not None and tokens.access_token == refused:
         return None
+    return tokens
+
+
+def _usable_token(
+    login: StoredLogin | None, client_id: str | None, scope: str | None, refused: str | None
+) -> Token | None:
+    tokens = _usable_tokens(login, client_id, scope, refused)
+    if tokens is None:
+        return None
     assert login is not None  # noqa: S101  (tokens came from it)
+    return token_from_stored(tokens, login.client, login.dpop_key)
+
+
+def _stored_token(login: StoredLogin | None, tokens: StoredTokens) -> Token:
+    """What a call returns for usable stored tokens, whichever path read them."""
+    assert login is not None  # noqa: S101  (tokens came from it)
+    logger.debug("using the stored access token for %s", login.issuer)
     return token_from_stored(tokens, login.client, login.dpop_key)
 
 
@@ -332,7 +357,7 @@ async def _refresh_or_login(
     scope: str | None,
     config: CallbackConfig | None,
     open_browser: BrowserOpener | None,
-    timeout: float | None,  # noqa: ASYNC109  (authorize()'s, passed on)
+    timeout: float | None,
     paste: bool,
     show_url: ShowURL | None,
     browser_command: str | None = None,
@@ -341,6 +366,8 @@ async def _refresh_or_login(
     transport: httpx2.AsyncBaseTransport | None,
     metadata: Mapping[str, object] | None,
 ) -> Token:
+    from anyio import CancelScope
+
     from .._errors import TokenError
     from ._authorize import authorize
     from ._clients import with_secret
@@ -371,7 +398,7 @@ async def _refresh_or_login(
             # Shielded, with the save below: once the server has rotated the refresh token
             # (RFC 9700 §4.14.2), the new one is the only one left, and a cancellation that
             # lost it would log the user out. The HTTP timeout bounds the wait.
-            with anyio.CancelScope(shield=True):
+            with CancelScope(shield=True):
                 token = await refresh(
                     issuer,
                     client,
@@ -438,7 +465,7 @@ async def _refresh_or_login(
             transport=transport,
             metadata=server.document,
         )
-    with anyio.CancelScope(shield=True):  # the user just signed in: do not lose it now
+    with CancelScope(shield=True):  # the user just signed in: do not lose it now
         saved = await store.save(
             dataclasses.replace(
                 base,
@@ -454,8 +481,78 @@ async def _refresh_or_login(
     return token_from_stored(saved.tokens, saved.client, saved.dpop_key)
 
 
-def usable_token(
-    login: StoredLogin | None, client_id: str | None, scope: str | None
-) -> Token | None:
-    """The stored token of ``login`` if it is valid for this client and scope (no I/O)."""
-    return _usable_token(login, client_id, scope, None)
+# --- without an event loop -------------------------------------------------------------------
+
+
+def stored_now(
+    store: FileTokenStore | MemoryTokenStore | KeyringTokenStore,
+    issuer: str,
+    *,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    scope: str | None = None,
+    resource: str | None = None,
+    method: str = "browser",
+    show_code: ShowCode | None = None,
+) -> tuple[StoredLogin, StoredTokens] | None:
+    """The first step of :func:`get_token` on this thread, for a store that can be read
+    without an event loop: the same argument checks and errors, the same read, the same rule
+    for a usable token. None: no usable token, so the caller takes the async path (refresh
+    or login), which reads the store again under its lock."""
+    _check(store, issuer, client_id, client_secret, scope, method, show_code)
+    login = store._load_sync(LoginKey(issuer, resource))
+    tokens = _usable_tokens(login, client_id, scope, None)
+    if tokens is None:
+        return None
+    assert login is not None  # noqa: S101  (tokens came from it)
+    return login, tokens
+
+
+def _parameter_names(function: Callable[..., object]) -> frozenset[str]:
+    code = function.__code__  # the names inspect.signature gives, without building one
+    return frozenset(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+
+
+_GET_TOKEN_PARAMETERS = _parameter_names(get_token)
+
+
+def get_token_now(issuer: object, options: Mapping[str, object]) -> Token | None:
+    """``get_token(issuer, **options)`` on this thread if it would return a stored token at
+    once; None when it would not, or when the call is not one this can judge: then the caller
+    runs :func:`get_token` itself on an event loop, which gives every answer and every error.
+
+    Judged here: the library's own stores, exactly (a subclass may override ``load``), with an
+    issuer (resource-first discovery needs the network) and only :func:`get_token`'s own
+    options (any other is the ``TypeError`` the async call raises). The options that matter
+    only for a login (``config``, ``timeout``, ``transport``, ...) are not looked at, as on the
+    async path when a stored token is returned.
+    """
+    from .._store._file_store import FileTokenStore
+    from .._store._keyring_store import KeyringTokenStore
+    from .._store._memory_store import MemoryTokenStore
+
+    store = options.get("store")
+    if (
+        issuer is None
+        or not options.keys() <= _GET_TOKEN_PARAMETERS
+        or type(store) not in (FileTokenStore, MemoryTokenStore, KeyringTokenStore)
+    ):
+        return None
+    assert isinstance(store, (FileTokenStore, MemoryTokenStore, KeyringTokenStore))  # noqa: S101
+
+    def option(name: str, default: object = None) -> Any:
+        return options.get(name, default)  # its type is checked by _check, as in get_token
+
+    found = stored_now(
+        store,
+        cast("str", issuer),
+        client_id=option("client_id"),
+        client_secret=option("client_secret"),
+        scope=option("scope"),
+        resource=option("resource"),
+        method=option("method", "browser"),
+        show_code=option("show_code"),
+    )
+    if found is None:
+        return None
+    return _stored_token(*found)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 import time
@@ -12,18 +11,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
-
 from .._errors import TokenStoreError
-from ._locks import KeyLocks, hold_file_lock
+from ._locks import KeyLocks, hold_file_lock, run_sync
+from ._logs import LazyLogger
 from ._protocol import default_state_directory, encode_login
 from ._records import LoginFormatError, LoginKey, StoredLogin
 from ._safe_files import check_directory, read_private, write_private
 
 __all__ = ["FileTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 _LOGIN_FILE = re.compile(r"[0-9a-f]{32}\.json")
 
@@ -99,28 +96,28 @@ class FileTokenStore:
 
     async def load(self, key: LoginKey) -> StoredLogin | None:
         """The login stored under ``key``, or None; raises :class:`TokenStoreError`."""
-        return await anyio.to_thread.run_sync(self._load_sync, key)
+        return await run_sync(self._load_sync, key)
 
     async def save(self, login: StoredLogin) -> StoredLogin:
         """Atomically replace the file for ``login.key``; returns the login as stored."""
         stamped = dataclasses.replace(login, updated_at=time.time())
         data = encode_login(stamped).encode("utf-8")
-        await anyio.to_thread.run_sync(self._save_sync, stamped.key, data)
+        await run_sync(self._save_sync, stamped.key, data)
         return stamped
 
     async def delete(self, key: LoginKey) -> bool:
         """Remove the file for ``key`` (even an unreadable one); False if there was none."""
-        return await anyio.to_thread.run_sync(self._delete_sync, key)
+        return await run_sync(self._delete_sync, key)
 
     async def logins(self) -> list[StoredLogin]:
         """Every login in the directory; an untrusted file raises :class:`TokenStoreError`."""
-        return await anyio.to_thread.run_sync(self._logins_sync)
+        return await run_sync(self._logins_sync)
 
     @asynccontextmanager
     async def lock(self, key: LoginKey) -> AsyncIterator[None]:
         """Exclusive across tasks and processes for ``key``; waiting never blocks the loop."""
         async with self._locks.hold(key):
-            await anyio.to_thread.run_sync(self._ensure_directory)
+            await run_sync(self._ensure_directory)
             async with hold_file_lock(self._path / f"{key.digest}.lock"):
                 yield
 

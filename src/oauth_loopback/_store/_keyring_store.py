@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,11 +11,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from .._errors import TokenStoreError
-from ._locks import KeyLocks, hold_file_lock
+from ._locks import KeyLocks, hold_file_lock, run_sync
+from ._logs import LazyLogger
 from ._protocol import APP_NAME, default_state_directory, encode_login
 from ._records import LoginFormatError, LoginKey, StoredLogin
 from ._safe_files import check_directory
@@ -26,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyringTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -103,41 +100,41 @@ class KeyringTokenStore:
 
     async def load(self, key: LoginKey) -> StoredLogin | None:
         """The login stored under ``key``, or None; raises :class:`TokenStoreError`."""
-        return await anyio.to_thread.run_sync(self._load_sync, key)
+        return await run_sync(self._load_sync, key)
 
     async def save(self, login: StoredLogin) -> StoredLogin:
         """Store ``login`` in its keyring entry and list it in the index."""
         stamped = dataclasses.replace(login, updated_at=time.time())
         text = encode_login(stamped)
         key = stamped.key
-        await anyio.to_thread.run_sync(self._save_sync, key, text)
+        await run_sync(self._save_sync, key, text)
         async with self._index_lock():
-            await anyio.to_thread.run_sync(self._index_update, key, True)
+            await run_sync(self._index_update, key, True)
         return stamped
 
     async def delete(self, key: LoginKey) -> bool:
         """Remove the entry for ``key`` (even an unreadable one); False if there was none."""
-        deleted = await anyio.to_thread.run_sync(self._delete_sync, key)
+        deleted = await run_sync(self._delete_sync, key)
         async with self._index_lock():
-            await anyio.to_thread.run_sync(self._index_update, key, False)
+            await run_sync(self._index_update, key, False)
         return deleted
 
     async def logins(self) -> list[StoredLogin]:
         """Every login the index lists (entries deleted behind our back are skipped)."""
-        return await anyio.to_thread.run_sync(self._logins_sync)
+        return await run_sync(self._logins_sync)
 
     @asynccontextmanager
     async def lock(self, key: LoginKey) -> AsyncIterator[None]:
         """Exclusive across tasks and processes for ``key``; waiting never blocks the loop."""
         async with self._locks.hold(key):
-            await anyio.to_thread.run_sync(self._ensure_lock_directory)
+            await run_sync(self._ensure_lock_directory)
             async with hold_file_lock(self._lock_path / f"{key.digest}.lock"):
                 yield
 
     @asynccontextmanager
     async def _index_lock(self) -> AsyncIterator[None]:
         async with self._locks.hold(_INDEX_LOCK):
-            await anyio.to_thread.run_sync(self._ensure_lock_directory)
+            await run_sync(self._ensure_lock_directory)
             async with hold_file_lock(self._lock_path / "index.lock"):
                 yield
 

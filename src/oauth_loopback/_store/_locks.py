@@ -10,28 +10,32 @@ retrying every ``POLL_INTERVAL`` seconds *in that thread*; a lock released by an
 is therefore taken up to that long after. Cancelling the waiting task returns at once (the
 thread is abandoned) and the thread stops within one poll interval; a lock it obtains after
 the task was cancelled is released at once, so a cancelled waiter never ends up holding it.
+
+anyio is imported when a lock is first taken or a worker thread first started, not with this
+module: the stores are imported by ``import oauth_loopback`` and read synchronously by
+``oauth-loopback token`` and ``sync.get_token()`` when a stored token is valid, which then
+load no anyio (nor asyncio or trio) at all.
 """
 
 from __future__ import annotations
 
-import logging
-import threading  # backend-specific: a mutex between a worker thread and the loop, not a loop lock
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import anyio
-import anyio.to_thread
+from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import TokenStoreError
+from ._logs import LazyLogger
 
 if TYPE_CHECKING:
+    import anyio
     import filelock
 
-__all__ = ["POLL_INTERVAL", "KeyLocks", "hold_file_lock"]
+__all__ = ["POLL_INTERVAL", "KeyLocks", "hold_file_lock", "run_sync"]
 
-logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+logger = LazyLogger(__name__)
 
 #: How often the worker thread retries a contended file lock (filelock's default).
 POLL_INTERVAL = 0.05
@@ -42,6 +46,14 @@ POLL_INTERVAL = 0.05
 _WAIT_SLICE = 60.0
 
 
+async def run_sync(function: Callable[..., _T], *args: object) -> _T:
+    """``function(*args)`` in a worker thread (``anyio.to_thread.run_sync``): the stores' blocking
+    I/O never runs on the event loop. anyio is imported here, on first use (see above)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(function, *args)
+
+
 class KeyLocks:
     """One :class:`anyio.Lock` per key, kept only while someone holds or waits for it."""
 
@@ -50,6 +62,8 @@ class KeyLocks:
 
     @asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        import anyio
+
         lock, users = self._locks.get(key) or (anyio.Lock(), 0)
         self._locks[key] = (lock, users + 1)
         try:
@@ -71,6 +85,8 @@ class _Attempt:
     """
 
     def __init__(self, lock: filelock.BaseFileLock) -> None:
+        import threading  # backend-specific: a mutex between a worker thread and the loop, not a loop lock
+
         self._lock = lock
         self._mutex = threading.Lock()
         self._abandoned = False
@@ -112,6 +128,8 @@ class _Attempt:
 @asynccontextmanager
 async def hold_file_lock(path: Path) -> AsyncIterator[None]:
     """Hold an exclusive lock on ``path`` (created 0600) against every other process."""
+    import anyio
+    import anyio.to_thread
     import filelock
 
     # thread_local=False: acquired in one worker thread, released from another.

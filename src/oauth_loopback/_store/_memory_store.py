@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio.lowlevel
-
 from ._locks import KeyLocks
+from ._logs import LazyLogger
 from ._protocol import encode_login
 from ._records import LoginKey, StoredLogin
 
 __all__ = ["MemoryTokenStore"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
+
+
+async def _checkpoint() -> None:
+    # anyio on first use: ``sync.get_token()`` reads this store without any event loop.
+    import anyio.lowlevel
+
+    await anyio.lowlevel.checkpoint()
 
 
 class MemoryTokenStore:
@@ -38,7 +43,11 @@ class MemoryTokenStore:
 
     async def load(self, key: LoginKey) -> StoredLogin | None:
         """The login stored under ``key``, or None."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
+        return self._load_sync(key)
+
+    def _load_sync(self, key: LoginKey) -> StoredLogin | None:
+        """``load`` without the checkpoint: what ``sync.get_token()`` reads without a loop."""
         text = self._logins.get(key)
         if text is None:
             return None
@@ -46,7 +55,7 @@ class MemoryTokenStore:
 
     async def save(self, login: StoredLogin) -> StoredLogin:
         """Store ``login`` under ``login.key``; returns it as stored (``updated_at`` set)."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         stamped = dataclasses.replace(login, updated_at=time.time())
         self._logins[stamped.key] = encode_login(stamped)
         logger.debug("Saved the login for %s in memory", stamped.issuer)
@@ -54,12 +63,12 @@ class MemoryTokenStore:
 
     async def delete(self, key: LoginKey) -> bool:
         """Forget the login under ``key``; False if there was none."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         return self._logins.pop(key, None) is not None
 
     async def logins(self) -> list[StoredLogin]:
         """Every stored login, sorted by issuer and resource."""
-        await anyio.lowlevel.checkpoint()
+        await _checkpoint()
         found = [StoredLogin.from_dict(json.loads(text)) for text in self._logins.values()]
         found.sort(key=lambda login: (login.issuer, login.resource or ""))
         return found

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
-import secrets
 import stat
 from pathlib import Path
 
 from .._errors import TokenStoreError
+from ._logs import LazyLogger
 
 __all__ = ["MAX_FILE_SIZE", "check_directory", "read_private", "write_private"]
 
-logger = logging.getLogger(__name__)
+logger = LazyLogger(__name__)
 
 #: A stored login is a few KiB; anything past this is not one of ours.
 MAX_FILE_SIZE = 1 << 20
@@ -172,6 +171,8 @@ def write_private(path: Path, data: bytes) -> None:
     point, sees the old file or the new one, never a mix. On failure the temporary file is
     removed and the old file is untouched.
     """
+    import secrets  # here, not above: reading a stored token should not pay for it
+
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         fd = os.open(
