@@ -734,7 +734,6 @@ CASES: list[Case] = [
         "browser",
         _child("authorize", "warm", "no-trio"),
         prepare=_clear_store,
-        quick=True,
     ),
     _ours(
         "sync-authorize-cold",
