@@ -202,3 +202,36 @@ def test_resource_first_login_and_token_from_the_command_line(tmp_path: Path) ->
                 result = _run("token", "--resource", mcp.url, store=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == issued.access_token + "\n"
+
+
+def test_token_refreshes_with_a_metadata_file_and_no_discovery(tmp_path: Path) -> None:
+    """'token ISSUER --metadata FILE' (a server that publishes no metadata): the refresh uses
+    the file, and the server's well-known URLs are never asked for."""
+    store = tmp_path / "store"
+    with anyio.from_thread.start_blocking_portal() as portal:
+        # Access tokens that live 1 s: the stored one is due for refresh at once.
+        with portal.wrap_async_context_manager(AuthorizationServer(token_lifetime=1)) as running:
+            metadata = tmp_path / "as.json"
+            metadata.write_text(json.dumps(dict(running.metadata)))
+            _login(portal, running.issuer, store, "--scope", "read", "--metadata", str(metadata))
+            asked = len(running.requests)
+            result = _run("token", running.issuer, "--metadata", str(metadata), store=store)
+            assert result.returncode == 0, result.stderr
+            grants = [t.grant_type for t in running.issued_tokens]
+            later = running.requests[asked:]
+    assert grants == ["authorization_code", "refresh_token"]
+    assert result.stdout.strip() == running.issued_tokens[-1].access_token
+    assert later
+    assert not any("well-known" in path for _, path in later)
+
+
+def test_token_with_a_bad_metadata_file_is_one_line(tmp_path: Path) -> None:
+    """A --metadata file that is not a JSON object: one error line naming --metadata, exit 1,
+    before anything is stored or asked."""
+    bad = tmp_path / "m.json"
+    bad.write_text("[1]")
+    result = _run("token", "https://as.example", "--metadata", str(bad), store=tmp_path / "s")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert "--metadata" in line

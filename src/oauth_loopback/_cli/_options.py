@@ -216,7 +216,8 @@ def _login_arguments(login: argparse.ArgumentParser) -> None:
     login.add_argument(
         "--client-id",
         metavar="ID",
-        help="a pre-registered client (default: register one dynamically, RFC 7591)",
+        help="a pre-registered client (default: register one dynamically, RFC 7591); "
+        "write --client-id=ID when ID begins with -",
     )
     login.add_argument(
         "--client-secret",

@@ -46,7 +46,13 @@ __all__ = [
 _TOKEN_OPTIONS = (
     ("--resource", "R", "RFC 8707 resource indicator the login is for"),
     ("--scope", "S", "space-separated scopes the token needs"),
-    ("--client-id", "ID", "a pre-registered client"),
+    ("--client-id", "ID", "a pre-registered client (--client-id=ID when ID begins with -)"),
+    (
+        "--metadata",
+        "FILE",
+        "the server's metadata document (RFC 8414), for a server that publishes none; used "
+        "only to refresh or log in",
+    ),
     ("--store", "DIR", "the token store's directory (default: your user state directory)"),
 )
 
@@ -192,6 +198,11 @@ async def token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    metadata = None
+    if args.metadata is not None:
+        from ._login import read_metadata
+
+        metadata = read_metadata(args.metadata)
     result = await get_token(
         args.issuer,
         store=store_for(args),
@@ -199,6 +210,7 @@ async def token(args: argparse.Namespace) -> int:
         scope=args.scope,
         resource=args.resource,
         show_url=show_url,
+        metadata=metadata,
     )
     if result.dpop_key is not None:
         print(_DPOP_BOUND, file=sys.stderr)
