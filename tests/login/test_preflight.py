@@ -110,3 +110,32 @@ async def test_an_immediate_authorization_response_passes() -> None:
     async with AuthorizationServer(deny=True) as server:
         with pytest.raises(ol.AuthorizationDenied):
             await ol.authorize(server.issuer, open_browser=follow_redirects)
+
+
+async def test_the_preflight_logs_no_state(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx2 logs each request's URL at INFO; the preflight's is the authorization URL, so
+    its query (this login's state, the PKCE challenge) is left out of that line. Other
+    requests' lines are untouched."""
+    import logging
+    from urllib.parse import parse_qs, urlsplit
+
+    caplog.set_level(logging.INFO)
+    sent: list[str] = []
+
+    async def browser(url: str) -> None:
+        sent.append(url)
+        await follow_redirects(url)
+
+    async with AuthorizationServer() as server:
+        client_id = server.register_client(["http://127.0.0.1/callback"])
+        token = await ol.authorize(
+            server.issuer, client_id=client_id, scope="read", open_browser=browser
+        )
+    assert token.access_token
+    (url,) = sent
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx2"]
+    endpoint = url.partition("?")[0]
+    assert f"HTTP Request: GET {endpoint}?<query not logged>" in "\n".join(lines)
+    assert not any(state in line for line in lines)
+    assert any("/token" in line for line in lines)  # other requests are logged as before

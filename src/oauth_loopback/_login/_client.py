@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -287,7 +288,7 @@ class Client:
         :raises ClientRejected: the server refused the request before any user interaction.
         """
         try:
-            with anyio.fail_after(_PREFLIGHT_TIMEOUT):
+            with anyio.fail_after(_PREFLIGHT_TIMEOUT), unlogged_query(authorization_url):
                 reply = await self._http.get(authorization_url, follow_redirects=False)
         except (httpx2.HTTPError, TimeoutError) as exc:
             logger.info("preflight of the authorization URL skipped: %s", type(exc).__name__)
@@ -491,6 +492,40 @@ class Client:
         return _invalid_token_response(
             reply, "the reply is not an RFC 6749 token response", grant_type
         )
+
+
+class _RedactQueries(logging.Filter):
+    """httpx2 logs every request's URL at INFO (``HTTP Request: GET <url> ...``). The preflight's
+    URL is the authorization request, whose query holds this login's ``state`` (and PKCE
+    challenge, nonce): while it is in flight, its line is logged without the query. Records
+    of any other URL pass unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if self.urls and isinstance(args, tuple) and len(args) > 1 and str(args[1]) in self.urls:
+            where = str(args[1]).partition("?")[0]
+            record.args = (args[0], f"{where}?<query not logged>", *args[2:])
+        return True
+
+
+_REDACT_QUERIES = _RedactQueries()
+
+
+@contextmanager
+def unlogged_query(url: str) -> Iterator[None]:
+    """Keep ``url``'s query out of httpx2's request log while the block runs."""
+    if _REDACT_QUERIES not in logging.getLogger("httpx2").filters:
+        logging.getLogger("httpx2").addFilter(_REDACT_QUERIES)
+    spelled = str(httpx2.URL(url))  # as httpx2 logs it
+    _REDACT_QUERIES.urls.add(spelled)
+    try:
+        yield
+    finally:
+        _REDACT_QUERIES.urls.discard(spelled)
 
 
 def optional_str(value: object) -> str | None:

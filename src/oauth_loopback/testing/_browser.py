@@ -36,6 +36,8 @@ async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
     """
     import httpx2  # deferred: only this helper needs an HTTP client
 
+    from .._login._client import unlogged_query
+
     if isinstance(max_hops, bool) or not isinstance(max_hops, int) or max_hops < 0:
         msg = f"max_hops must be a non-negative whole number, not {max_hops!r}."
         raise ValueError(msg)
@@ -50,7 +52,10 @@ async def follow_redirects(url: str, *, max_hops: int = 10) -> str:
                 )
                 raise OAuthLoopbackError(msg)
             try:
-                response = await client.get(current)
+                # Like the login's preflight: the request log line leaves out the query (the
+                # authorization request's state, the callback's code).
+                with unlogged_query(current):
+                    response = await client.get(current)
             except httpx2.HTTPError as exc:
                 msg = (
                     f"follow_redirects() could not load {_redact(current)!r}: {exc}. Is the "
