@@ -838,3 +838,26 @@ async def test_metadata_json_round_trips(http: httpx2.AsyncClient) -> None:
             json.loads(json.dumps(dict(server.metadata)))
             == (await http.get(server.metadata_url)).json()
         )
+
+
+async def test_debug_logs_carry_no_issued_token(caplog: pytest.LogCaptureFixture) -> None:
+    """authlib's grants log each token they issue at DEBUG; the embedded server's tokens show
+    there redacted, so a test run with DEBUG logging leaks none (code and refresh grants)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    async with AuthorizationServer(token_lifetime=1) as server:
+        store = ol.MemoryTokenStore()
+        first = await ol.get_token(
+            server.issuer, store=store, scope="read", open_browser=follow_redirects
+        )
+        # Lives 1 s, inside get_token's expiry margin: the second call refreshes it.
+        second = await ol.get_token(server.issuer, store=store, scope="read")
+        issued = server.issued_tokens
+    assert [t.grant_type for t in issued] == ["authorization_code", "refresh_token"]
+    assert second.access_token != first.access_token
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Issue token" in text  # authlib did log them (else this test proves nothing)
+    for token in issued:
+        assert token.access_token not in text
+        assert token.refresh_token is None or token.refresh_token not in text

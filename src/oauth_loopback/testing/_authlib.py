@@ -600,7 +600,7 @@ class OAuthBackend:
         server = _Server(self)
         server.register_token_generator(
             "default",
-            BearerTokenGenerator(
+            _TokenGenerator(
                 _random_token, _random_token, lambda client, grant_type: token_lifetime
             ),
         )
@@ -740,6 +740,23 @@ class OAuthBackend:
         if response is None:  # authlib returns None only for endpoints that answer nothing
             return HttpResponse(500, b"", [])
         return response
+
+
+class _IssuedToken(dict[str, Any]):
+    """A token response whose repr shows no secret: authlib's grants log every token they
+    issue (``log.debug("Issue token %r to %r", ...)``), and a test's DEBUG logging must not
+    carry the tokens of its logins. Serialised to JSON like the dict it is."""
+
+    _SECRET = frozenset({"access_token", "refresh_token", "id_token"})
+
+    def __repr__(self) -> str:
+        shown = {k: ("<redacted>" if k in self._SECRET else v) for k, v in self.items()}
+        return f"IssuedToken({shown!r})"
+
+
+class _TokenGenerator(BearerTokenGenerator):  # type: ignore[misc]
+    def generate(self, *args: Any, **kwargs: Any) -> _IssuedToken:
+        return _IssuedToken(super().generate(*args, **kwargs))
 
 
 def _random_token(**_: Any) -> str:
