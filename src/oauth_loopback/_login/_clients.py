@@ -34,7 +34,7 @@ from authlib.common.security import generate_token
 from .._errors import ClientRejected, ServerUnreachable
 from .._store._records import ClientRegistration
 from ._cimd import is_metadata_document_url
-from ._client import VERIFIER_LENGTH, Client, optional_str
+from ._client import VERIFIER_LENGTH, Client, optional_str, unlogged_query
 from ._metadata import Metadata
 from ._registration import register
 
@@ -227,7 +227,8 @@ async def server_accepts(
     )
     endpoint = server.authorization_endpoint.partition("?")[0]
     try:
-        response = await client.get(url)
+        with unlogged_query(url):  # a throwaway state, but an authorization request all the same
+            response = await client.get(url)
     except httpx2.TransportError as exc:
         msg = (
             f"Could not reach the authorization endpoint {endpoint} ({type(exc).__name__}: "
