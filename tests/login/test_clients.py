@@ -15,6 +15,7 @@ import oauth_loopback as ol
 from oauth_loopback._login._client import Client
 from oauth_loopback._login._clients import choose_client, server_accepts
 from oauth_loopback._login._metadata import Metadata
+from oauth_loopback.testing import AuthorizationServer, follow_redirects
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +174,41 @@ async def test_an_expired_client_secret_registers_again() -> None:
             on_step=None,
         )
     assert chosen.client_id == "new-client"
+
+
+@pytest.mark.parametrize(
+    ("advertised", "works"),
+    [
+        pytest.param(["client_secret_post"], True, id="post-only-server"),
+        pytest.param(None, False, id="nothing-advertised-basic"),
+    ],
+)
+async def test_a_confidential_client_uses_post_where_the_server_takes_only_post(
+    advertised: list[str] | None, works: bool
+) -> None:
+    """A pre-registered client with a secret authenticates with client_secret_basic (RFC 8414
+    §2's default), or with client_secret_post when the server's metadata lists post and not
+    basic; the embedded server refuses the other method for a client registered with one."""
+    async with AuthorizationServer() as server:
+        client_id = server.register_client(
+            ["http://127.0.0.1/callback"], token_endpoint_auth_method="client_secret_post"
+        )
+        secret = server.clients[client_id].client_secret
+        metadata = dict(server.metadata)
+        metadata.pop("token_endpoint_auth_methods_supported", None)
+        if advertised is not None:
+            metadata["token_endpoint_auth_methods_supported"] = advertised
+        login = ol.authorize(
+            server.issuer,
+            client_id=client_id,
+            client_secret=secret,
+            metadata=metadata,
+            open_browser=follow_redirects,
+        )
+        if works:
+            token = await login
+            assert token.client is not None
+            assert token.client.token_endpoint_auth_method == "client_secret_post"
+        else:
+            with pytest.raises(ol.TokenError, match="invalid_client"):
+                await login

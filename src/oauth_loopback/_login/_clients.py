@@ -120,6 +120,7 @@ async def _choose(
             client_id=client_id,
             obtained="preregistered",
             client_secret=client_secret,
+            token_endpoint_auth_method=secret_method(server) if client_secret else "",
         )
         return given, False
     if client_id is not None:
@@ -183,6 +184,23 @@ def _use(client: Client, registration: ClientRegistration) -> None:
         registration.client_secret,
         registration.token_endpoint_auth_method,
     )
+
+
+def secret_method(server: Metadata) -> str:
+    """How a pre-registered confidential client authenticates at the token endpoint.
+
+    ``client_secret_basic``, RFC 6749 §2.3.1's must-support and RFC 8414 §2's default, unless
+    the server's ``token_endpoint_auth_methods_supported`` leaves it out and names
+    ``client_secret_post``: then the secret goes in the form, as that server asks.
+    """
+    methods = server.document.get("token_endpoint_auth_methods_supported")
+    if (
+        isinstance(methods, list)
+        and "client_secret_basic" not in methods
+        and "client_secret_post" in methods
+    ):
+        return "client_secret_post"
+    return "client_secret_basic"
 
 
 def with_secret(registration: ClientRegistration, secret: str) -> ClientRegistration:
