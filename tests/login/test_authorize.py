@@ -936,3 +936,48 @@ async def test_browser_opens_before_the_token_client_and_jose_load(warm: bool) -
     loaded, outcome = result.stdout.decode().splitlines()
     assert json.loads(loaded) == []
     assert outcome == "no browser"
+
+
+_IMPORT_THREADS = """
+import json, sys, threading
+
+seen = {}
+
+def audit(event, args):
+    # httpcore2's first submodule: imported by an import statement wherever httpcore2 runs.
+    if event == "import" and args[0] in ("httpcore2._api", "authlib.integrations.httpx_client"):
+        seen.setdefault(args[0], threading.current_thread() is threading.main_thread())
+
+sys.addaudithook(audit)
+import anyio
+import oauth_loopback as ol
+
+async def main():
+    token = await ol.authorize(sys.argv[1], scope="read", open_browser=follow)
+    print(json.dumps({"token": bool(token.access_token), "on_loop_thread": seen}))
+
+from oauth_loopback.testing import follow_redirects as follow
+anyio.run(main)
+"""
+
+
+async def test_the_first_login_imports_its_http_stack_off_the_event_loop() -> None:
+    """The first login of a process imports httpx2's transport (httpcore2, and trio where it
+    is installed) and authlib's token client in worker threads: tens of milliseconds during
+    which a long-running program's other tasks would otherwise not run. A fresh process (the
+    audit hook sees which thread each import runs on; the event loop runs on the main one)."""
+    import sys
+
+    from oauth_loopback.testing import AuthorizationServer
+
+    async with AuthorizationServer() as server:
+        result = await anyio.run_process(
+            [sys.executable, "-c", _IMPORT_THREADS, server.issuer], check=False
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout.decode())
+    assert report["token"] is True
+    assert report["on_loop_thread"] == {
+        "httpcore2._api": False,
+        "authlib.integrations.httpx_client": False,
+    }

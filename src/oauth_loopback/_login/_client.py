@@ -14,9 +14,11 @@ while the user is in the browser (benchmarks/: time to browser).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import ssl
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -90,9 +92,8 @@ class Client:
             # tens of milliseconds. A context that trusts no CA fails closed should its
             # metadata ever name an https endpoint.
             verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        elif transport is None:
-            # One CA store for both clients, loaded once, exactly as httpx2 would load it.
-            verify = httpx2.create_ssl_context(trust_env=trust_env)
+        # One CA store for both clients, loaded once (in __aenter__), as httpx2 would load it.
+        self._load_ca_store = verify is True and transport is None
         self._redirect_uri = redirect_uri
         self._scope = scope
         self._client_id: str | None = None
@@ -105,7 +106,7 @@ class Client:
             "timeout": HTTP_TIMEOUT,
             "follow_redirects": False,
         }
-        self._http = httpx2.AsyncClient(**self._settings)
+        self._http: httpx2.AsyncClient  # created by __aenter__
         self._authlib_client: Any = None
         self._authlib_lock = anyio.Lock()
         self._token_reply: httpx2.Response | None = None
@@ -113,6 +114,18 @@ class Client:
         self.dpop_nonce: str | None = None
 
     async def __aenter__(self) -> Client:
+        # Off the event loop: the first client of a process imports httpx2's transport
+        # (httpcore2, and trio where it is installed) and an https one loads the CA store,
+        # tens of milliseconds each, during which a long-running program's other tasks (an
+        # MCP client's sessions, the receiver) would not run.
+        if self._load_ca_store:
+            trust_env = self._settings["trust_env"]
+            self._settings["verify"] = await anyio.to_thread.run_sync(
+                lambda: httpx2.create_ssl_context(trust_env=trust_env)
+            )
+        elif "httpcore2" not in sys.modules and self._settings["transport"] is None:
+            await anyio.to_thread.run_sync(importlib.import_module, "httpcore2")
+        self._http = httpx2.AsyncClient(**self._settings)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
